@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Prepares a local af-remote sandbox (a directory on this machine) and starts an
+# agent in it. `af-remote up` writes this script's inputs into the sandbox's
+# incoming/SPAWN-ID/ directory beside a copy of it and runs it with bash:
+#   spawn.env      settings for this run, written by af-remote (quoted values)
+#   secrets.env    forwarded secrets and the OpenCode server password (0600)
+#   opencode.json  OpenCode's configuration
+#   session.json   body of the "create session" request
+#   prompt.json    body of the prompt request (absent: no prompt)
+#   source.bundle  git bundle of the project's HEAD
+#   serve.sh       starts and stops the server (a background process, pid file)
+#
+# Safe to run again: each step checks before it acts. Progress goes to stdout as
+# lines starting with "::af-remote::"; everything else goes to stderr.
+set -euo pipefail
+
+readonly MARK='::af-remote::'
+readonly TOTAL_STEPS=10
+readonly HEALTH_TIMEOUT_SECONDS=120
+current_step=0
+
+step() {
+  current_step=$((current_step + 1))
+  printf '%s step %d/%d %s\n' "$MARK" "$current_step" "$TOTAL_STEPS" "$*"
+}
+
+fail() {
+  printf '%s error %s\n' "$MARK" "$*"
+  exit 1
+}
+
+on_error() {
+  local status=$1 line=$2
+  fail "step $current_step/$TOTAL_STEPS failed (exit $status, bootstrap.sh line $line); its output is above on stderr"
+}
+trap 'on_error $? $LINENO' ERR
+
+# json_get FIELD: prints FIELD (dotted path) of the JSON document on stdin.
+json_get() {
+  node -e '
+    let text = "";
+    process.stdin.on("data", (chunk) => (text += chunk));
+    process.stdin.on("end", () => {
+      let value = JSON.parse(text);
+      for (const key of process.argv[1].split(".")) value = value == null ? value : value[key];
+      if (value !== undefined && value !== null) process.stdout.write(String(value));
+    });
+  ' "$1"
+}
+
+urlencode() {
+  node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$1"
+}
+
+# api METHOD PATH [curl args...]: calls the OpenCode server with the password from
+# curl.conf (never on a command line) and prints the response body.
+api() {
+  local method=$1 path=$2
+  shift 2
+  curl --silent --show-error --fail --max-time 30 --config "$ROOT/curl.conf" \
+    --request "$method" "$@" "http://127.0.0.1:$AF_SERVER_PORT$path"
+}
+
+collect_inputs() {
+  local prefix=${BASH_SOURCE[0]%bootstrap.sh}
+  # shellcheck source=/dev/null
+  source "${prefix}spawn.env"
+  ROOT=$AF_ROOT
+  OPENCODE_PREFIX=${AF_OPENCODE_PREFIX:-$ROOT/opencode}
+  incoming="$ROOT/incoming/$AF_SPAWN_ID"
+  workdir="$ROOT/worktrees/$AF_SPAWN_ID"
+  step "preparing $ROOT"
+  umask 077
+  mkdir -p "$ROOT" "$ROOT/bin" "$ROOT/worktrees" "$incoming"
+  chmod 700 "$ROOT"
+  if [[ "$prefix" != "$incoming/" ]]; then
+    local file
+    for file in "$prefix"*; do
+      mv -f -- "$file" "$incoming/${file#"$prefix"}"
+    done
+  fi
+  chmod 600 "$incoming"/*
+}
+
+install_secrets() {
+  step "installing secrets"
+  if [[ -f "$incoming/secrets.env" ]]; then
+    mv -f "$incoming/secrets.env" "$ROOT/secrets.env"
+  fi
+  chmod 600 "$ROOT/secrets.env"
+  local password
+  password=$(
+    # shellcheck source=/dev/null
+    source "$ROOT/secrets.env"
+    printf '%s' "${OPENCODE_SERVER_PASSWORD:-}"
+  )
+  [[ -n "$password" ]] || fail "secrets.env has no OPENCODE_SERVER_PASSWORD"
+  printf 'user = "opencode:%s"\n' "$password" >"$ROOT/curl.conf"
+  chmod 600 "$ROOT/curl.conf"
+}
+
+install_opencode() {
+  local opencode="$OPENCODE_PREFIX/bin/opencode"
+  if [[ -x "$opencode" && "$("$opencode" --version 2>/dev/null)" == "$AF_OPENCODE_VERSION" ]]; then
+    step "opencode $AF_OPENCODE_VERSION already installed"
+    return
+  fi
+  step "installing opencode $AF_OPENCODE_VERSION"
+  npm install --global --prefix "$OPENCODE_PREFIX" --no-fund --no-audit \
+    "opencode-ai@$AF_OPENCODE_VERSION" >&2
+  [[ "$("$opencode" --version)" == "$AF_OPENCODE_VERSION" ]] ||
+    fail "opencode --version does not report $AF_OPENCODE_VERSION after the install"
+}
+
+fetch_source() {
+  local repo="$ROOT/repo.git"
+  [[ -d "$repo" ]] || git init --quiet --bare "$repo"
+  if [[ "$AF_SOURCE" == clone ]]; then
+    if ! git -C "$repo" remote get-url origin >/dev/null 2>&1; then
+      git -C "$repo" remote add origin -- "$AF_SOURCE_URL"
+    fi
+    git -C "$repo" fetch --quiet origin '+refs/heads/*:refs/heads/*' >&2
+    commit=$(git -C "$repo" rev-parse --verify --quiet "${AF_SOURCE_REF:-HEAD}^{commit}") ||
+      fail "$AF_SOURCE_URL has no commit ${AF_SOURCE_REF:-HEAD}"
+    return
+  fi
+  commit=$AF_SOURCE_REF
+  if ! git -C "$repo" cat-file -e "$commit^{commit}" 2>/dev/null; then
+    git -C "$repo" fetch --quiet "$incoming/source.bundle" \
+      "+HEAD:refs/af-remote/$AF_SPAWN_ID" >&2
+  fi
+}
+
+place_source() {
+  if [[ "$AF_MODE" == ensure ]]; then
+    step "source already placed in $workdir"
+    return
+  fi
+  step "placing the source in $workdir"
+  if [[ ! -e "$workdir/.git" ]]; then
+    fetch_source
+    git -C "$ROOT/repo.git" worktree add --quiet -b "af/$AF_SPAWN_ID" "$workdir" "$commit" >&2
+  fi
+  rm -f "$incoming/source.bundle"
+}
+
+# install_file SRC DEST MODE: installs SRC at DEST; prints "changed" when it did.
+install_file() {
+  if [[ -f "$1" ]] && ! cmp -s "$1" "$2"; then
+    install -m "$3" "$1" "$2"
+    echo changed
+  fi
+}
+
+write_config() {
+  step "writing the OpenCode configuration"
+  config_changed=$(
+    install_file "$incoming/opencode.json" "$ROOT/opencode.json" 600
+    install_file "$incoming/serve.sh" "$ROOT/bin/serve.sh" 700
+  )
+}
+
+start_server() {
+  step "starting the OpenCode server"
+  if [[ -n "$config_changed" ]]; then
+    bash "$ROOT/bin/serve.sh" stop "$ROOT"
+  fi
+  AF_OPENCODE_BIN="$OPENCODE_PREFIX/bin/opencode" \
+    bash "$ROOT/bin/serve.sh" start "$ROOT" "$AF_SERVER_PORT"
+  AF_SERVER_PORT=$(<"$ROOT/run/port")
+}
+
+wait_for_health() {
+  step "waiting for the OpenCode server on port $AF_SERVER_PORT"
+  local deadline=$((SECONDS + HEALTH_TIMEOUT_SECONDS))
+  until api GET /global/health >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$ROOT/run/opencode.log" >&2 || true
+      fail "the OpenCode server did not answer within ${HEALTH_TIMEOUT_SECONDS}s"
+    fi
+    sleep 0.2
+  done
+}
+
+create_session() {
+  if [[ "$AF_MODE" == ensure ]]; then
+    step "checking session $AF_SESSION_ID"
+    api GET "/session/$AF_SESSION_ID" >/dev/null
+    session_id=$AF_SESSION_ID
+    return
+  fi
+  step "creating the session"
+  session_id=$(
+    api POST "/session?directory=$(urlencode "$workdir")" \
+      --header 'Content-Type: application/json' \
+      --data-binary "@$incoming/session.json" | json_get id
+  )
+  [[ "$session_id" == ses_* ]] || fail "the server returned no session id"
+}
+
+send_prompt() {
+  if [[ ! -f "$incoming/prompt.json" ]]; then
+    step "no prompt to send"
+    return
+  fi
+  step "sending the prompt"
+  api POST "/session/$session_id/prompt_async?directory=$(urlencode "$workdir")" \
+    --header 'Content-Type: application/json' \
+    --data-binary "@$incoming/prompt.json" >/dev/null
+  rm -f "$incoming/prompt.json"
+}
+
+print_result() {
+  step "ready"
+  node -e '
+    const [session_id, port, workdir, version] = process.argv.slice(1);
+    const result = { session_id, server_port: Number(port), workdir, opencode_version: version };
+    process.stdout.write(process.argv[5] + " result " + JSON.stringify(result) + "\n");
+  ' "$session_id" "$AF_SERVER_PORT" "$workdir" "$AF_OPENCODE_VERSION" "$MARK"
+}
+
+main() {
+  collect_inputs
+  install_secrets
+  install_opencode
+  place_source
+  write_config
+  start_server
+  wait_for_health
+  create_session
+  send_prompt
+  print_result
+}
+
+main "$@"
