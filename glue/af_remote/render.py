@@ -54,10 +54,11 @@ def init(*, provider: str, defaults: bool, data: Sequence[str], force: bool) -> 
     with tempfile.TemporaryDirectory(prefix="af-remote-render-") as scratch:
         rendered = Path(scratch) / provider
         _copy_template(template, rendered, answers, interactive=interactive)
-        if destination.exists():
-            shutil.rmtree(destination)
+        # With --force the template's files are overwritten, but whatever else is in
+        # the directory (the user's secrets.env, state) is the user's and stays.
+        shutil.rmtree(destination / BASE_DIR, ignore_errors=True)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(rendered, destination, symlinks=True)
+        shutil.copytree(rendered, destination, symlinks=True, dirs_exist_ok=True)
         _save_base(rendered, destination)
 
     files = sorted(_render_files(destination))
@@ -95,6 +96,9 @@ def update(*, provider: str | None) -> int:
         report = merge_render(base=base, ours=destination, new=new)
         shutil.rmtree(base)
         _save_base(new, destination)
+        # The new template may ask questions the old one did not; record the
+        # defaults they were given so that the next update reuses them.
+        shutil.copy2(new / project.ANSWERS_FILE, destination / project.ANSWERS_FILE)
 
     _print_report(report, destination.relative_to(root))
     if report.conflicts:
@@ -107,8 +111,12 @@ def update(*, provider: str | None) -> int:
 
 
 def parse_data(pairs: Iterable[str], template: Path) -> dict[str, Any]:
-    """``KEY=VALUE`` answers, refusing keys the template does not ask."""
-    questions = set(_questions(template))
+    """``KEY=VALUE`` answers, refusing keys the template does not ask.
+
+    Numbers and yes/no answers are converted here: Copier would turn any word it
+    does not know into ``true`` and report a bad number without naming the question.
+    """
+    questions = _questions(template)
     answers: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -119,8 +127,31 @@ def parse_data(pairs: Iterable[str], template: Path) -> dict[str, Any]:
                 f"--data {key}: the {template.name} template has no such question",
                 hint="known: " + ", ".join(sorted(questions)),
             )
-        answers[key] = value
+        answers[key] = _typed_answer(key, value, questions[key].get("type"))
     return answers
+
+
+_YES_NO = {
+    **dict.fromkeys(("true", "yes", "y", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "n", "off", "0"), False),
+}
+
+
+def _typed_answer(key: str, value: str, kind: object) -> Any:
+    if kind == "int":
+        try:
+            return int(value.strip(), 10)
+        except ValueError:
+            raise UsageError(f"--data {key}: {value!r} is not a whole number") from None
+    if kind == "bool":
+        try:
+            return _YES_NO[value.strip().lower()]
+        except KeyError:
+            raise UsageError(
+                f"--data {key}: {value!r} is not yes or no",
+                hint="use true/false, yes/no or on/off",
+            ) from None
+    return value
 
 
 def load_answers(path: Path) -> dict[str, Any]:
@@ -136,7 +167,7 @@ def load_answers(path: Path) -> dict[str, Any]:
 
 
 def merge_render(*, base: Path, ours: Path, new: Path) -> UpdateReport:
-    """Merge ``new`` into ``ours`` file by file, with ``base`` as the common ancestor."""
+    """Merge ``new`` into ``ours`` file by file; ``base`` is the common ancestor."""
     report = UpdateReport()
     names = _render_files(base) | _render_files(new)
     for name in sorted(names):
@@ -251,11 +282,16 @@ def _render_files(directory: Path) -> set[str]:
     }
 
 
-def _questions(template: Path) -> list[str]:
+def _questions(template: Path) -> dict[str, dict[str, Any]]:
+    """The template's questions by key, each with its settings (type, help, ...)."""
     import yaml
 
     config = yaml.safe_load((template / "copier.yml").read_text(encoding="utf-8"))
-    return [key for key in config if not key.startswith("_")]
+    return {
+        key: settings if isinstance(settings, dict) else {"default": settings}
+        for key, settings in config.items()
+        if not key.startswith("_")
+    }
 
 
 def _require_committed(root: Path, destination: Path) -> None:
