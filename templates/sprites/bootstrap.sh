@@ -11,6 +11,7 @@
 #   PREFIXprompt.json    body of the prompt request (absent: no prompt)
 #   PREFIXsource.bundle  git bundle of the project's HEAD (source mode "bundle")
 #   PREFIXserve.sh, PREFIXkeepalive.sh   the scripts the sprite services run
+#   PREFIXstatus.sh      what `af-remote status` runs
 #
 # Safe to run again: each step checks before it acts. Progress goes to stdout as
 # lines starting with "::af-remote::"; everything else goes to stderr.
@@ -74,7 +75,7 @@ collect_inputs() {
   workdir="$ROOT/worktrees/$AF_SPAWN_ID"
   step "preparing $ROOT"
   umask 077
-  mkdir -p "$ROOT" "$ROOT/bin" "$ROOT/worktrees" "$incoming"
+  mkdir -p "$ROOT" "$ROOT/bin" "$ROOT/worktrees" "$ROOT/spawns" "$incoming"
   chmod 700 "$ROOT"
   if [[ "$prefix" != "$incoming/" ]]; then
     local file
@@ -104,7 +105,11 @@ install_secrets() {
 
 install_opencode() {
   local opencode="$ROOT/opencode/bin/opencode"
-  if [[ -x "$opencode" && "$("$opencode" --version 2>/dev/null)" == "$AF_OPENCODE_VERSION" ]]; then
+  # The package's own version file answers in milliseconds; `opencode --version`
+  # takes seconds.
+  local manifest="$ROOT/opencode"/lib/node_modules/opencode-ai/package.json
+  if [[ -x "$opencode" && -f "$manifest" ]] &&
+    [[ "$(node -p 'require(process.argv[1]).version' "$manifest")" == "$AF_OPENCODE_VERSION" ]]; then
     step "opencode $AF_OPENCODE_VERSION already installed"
     return
   fi
@@ -135,15 +140,13 @@ fetch_source() {
 }
 
 place_source() {
-  if [[ "$AF_MODE" == ensure ]]; then
+  if [[ -e "$workdir/.git" ]]; then
     step "source already placed in $workdir"
     return
   fi
-  step "placing the source in $workdir"
-  if [[ ! -e "$workdir/.git" ]]; then
-    fetch_source
-    git -C "$ROOT/repo.git" worktree add --quiet -b "af/$AF_SPAWN_ID" "$workdir" "$commit" >&2
-  fi
+  step "placing the source in $workdir (branch af/$AF_SPAWN_ID)"
+  fetch_source
+  git -C "$ROOT/repo.git" worktree add --quiet -b "af/$AF_SPAWN_ID" "$workdir" "$commit" >&2
   rm -f "$incoming/source.bundle"
 }
 
@@ -162,6 +165,7 @@ write_config() {
     install_file "$incoming/serve.sh" "$ROOT/bin/serve.sh" 700
   )
   keepalive_changed=$(install_file "$incoming/keepalive.sh" "$ROOT/bin/keepalive.sh" 700)
+  install_file "$incoming/status.sh" "$ROOT/bin/status.sh" 700 >/dev/null
 }
 
 service_status() {
@@ -210,31 +214,43 @@ wait_for_health() {
   done
 }
 
+# The spawn's session id and whether its prompt went out are kept under
+# spawns/SPAWN-ID, so that running this again never makes a second session or
+# sends the prompt twice.
 create_session() {
-  if [[ "$AF_MODE" == ensure ]]; then
-    step "checking session $AF_SESSION_ID"
-    api GET "/session/$AF_SESSION_ID" >/dev/null
-    session_id=$AF_SESSION_ID
+  local state="$ROOT/spawns/$AF_SPAWN_ID" query
+  query="directory=$(urlencode "$workdir")"
+  mkdir -p "$state"
+  if [[ -s "$state/session_id" ]] && api GET "/session/$(<"$state/session_id")?$query" >/dev/null; then
+    session_id=$(<"$state/session_id")
+    step "session $session_id already exists"
     return
   fi
   step "creating the session"
   session_id=$(
-    api POST "/session?directory=$(urlencode "$workdir")" \
+    api POST "/session?$query" \
       --header 'Content-Type: application/json' \
       --data-binary "@$incoming/session.json" | json_get id
   )
   [[ "$session_id" == ses_* ]] || fail "the server returned no session id"
+  printf '%s\n' "$session_id" >"$state/session_id"
 }
 
 send_prompt() {
+  local state="$ROOT/spawns/$AF_SPAWN_ID"
   if [[ ! -f "$incoming/prompt.json" ]]; then
     step "no prompt to send"
+    return
+  fi
+  if [[ -f "$state/prompt_sent" ]]; then
+    step "prompt already sent"
     return
   fi
   step "sending the prompt"
   api POST "/session/$session_id/prompt_async?directory=$(urlencode "$workdir")" \
     --header 'Content-Type: application/json' \
     --data-binary "@$incoming/prompt.json" >/dev/null
+  touch "$state/prompt_sent"
   rm -f "$incoming/prompt.json"
 }
 

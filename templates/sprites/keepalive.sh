@@ -21,12 +21,24 @@ holding=unknown
 
 log() { printf '%s keepalive: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 
-# sessions_busy: succeeds when some session is busy; exit 2 when the server is down.
+server() {
+  curl --silent --fail --max-time 5 --config "$ROOT/curl.conf" "http://127.0.0.1:$port$1"
+}
+
+# sessions_busy: succeeds when a session in any agent's worktree is busy; exit 2
+# when the server does not answer. Worktree paths (~/.af-remote/worktrees/spw_...)
+# need no URL encoding.
 sessions_busy() {
-  local status
-  status=$(curl --silent --fail --max-time 5 --config "$ROOT/curl.conf" \
-    "http://127.0.0.1:$port/session/status") || return 2
-  [[ "$status" == *'"busy"'* || "$status" == *'"retry"'* ]]
+  local worktree status
+  server /global/health >/dev/null || return 2
+  for worktree in "$ROOT"/worktrees/*/; do
+    [[ -d "$worktree" ]] || continue
+    status=$(server "/session/status?directory=${worktree%/}") || return 2
+    if [[ "$status" == *'"busy"'* || "$status" == *'"retry"'* ]]; then
+      return 0
+    fi
+  done
+  return 1
 }
 
 hold() {
