@@ -92,9 +92,9 @@ def load(
     for key, value in environ.items():
         if key.startswith(PREFIX) and key.removeprefix(PREFIX) in known:
             raw[key.removeprefix(PREFIX)] = (value, f"environment variable {key}")
-    for key, value in (flags or {}).items():
-        if value is not None:
-            raw[key] = (value, f"--{key.lower().replace('_', '-')}")
+    for key, flag in (flags or {}).items():
+        if flag is not None:
+            raw[key] = (flag, f"--{key.lower().replace('_', '-')}")
     if "SANDBOX" not in raw:
         raise AfRemoteError(
             f"{render / ENV_FILE} sets no {PREFIX}SANDBOX",

@@ -50,7 +50,8 @@ class LocalSandbox:
         return ["bash", str(self.incoming(spawn_id) / "bootstrap.sh")]
 
     def serve_argv(self, action: str) -> list[str]:
-        return ["bash", str(self.directory / "bin" / "serve.sh"), action, str(self.directory)]
+        script = self.directory / "bin" / "serve.sh"
+        return ["bash", str(script), action, str(self.directory)]
 
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None]) -> Result:
         return native.stream(argv, on_line)

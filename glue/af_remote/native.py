@@ -56,8 +56,12 @@ def run(
     stdin: str | None = None,
     check: bool = True,
     missing_hint: str | None = None,
+    secret_output: bool = False,
 ) -> Result:
-    """Run ``argv`` to completion and capture its output."""
+    """Run ``argv`` to completion and capture its output.
+
+    ``secret_output``: the output is a secret and is not logged at all.
+    """
     command = _command(argv, missing_hint)
     if stdin is not None:
         command = command << stdin
@@ -67,7 +71,8 @@ def run(
         cwd=str(cwd) if cwd else None,
         env=dict(env) if env is not None else None,
     )
-    _log_output(stdout, stderr)
+    if not secret_output:
+        _log_output(stdout, stderr)
     result = Result(list(argv), returncode, stdout, stderr)
     if check and returncode != 0:
         raise failure(result, f"`{argv[0]} {argv[1] if len(argv) > 1 else ''}` failed")

@@ -613,12 +613,12 @@ def _dry_run(
 
 
 def status(spawn_ref: str | None, *, provider: str | None, as_json: bool) -> int:
-    from af_remote import inspect
+    from af_remote import lifecycle
 
-    return inspect.status(spawn_ref, provider=provider, as_json=as_json)
+    return lifecycle.status(spawn_ref, provider=provider, as_json=as_json)
 
 
 def down(spawn_ref: str | None, *, provider: str | None, destroy: bool) -> int:
-    from af_remote import inspect
+    from af_remote import lifecycle
 
-    return inspect.down(spawn_ref, provider=provider, destroy=destroy)
+    return lifecycle.down(spawn_ref, provider=provider, destroy=destroy)

@@ -17,6 +17,7 @@ from pathlib import Path
 from af_remote import native
 from af_remote.errors import AfRemoteError
 from af_remote.native import Result
+from af_remote.protocol import MARK
 
 SPRITE = "sprite"
 HOME = "/home/sprite"
@@ -58,7 +59,9 @@ class Sprite:
     def exec_argv(
         self, command: Sequence[str], uploads: Sequence[tuple[Path, str]] = ()
     ) -> list[str]:
-        files = [arg for local, remote in uploads for arg in ("--file", f"{local}:{remote}")]
+        files = [
+            arg for local, remote in uploads for arg in ("--file", f"{local}:{remote}")
+        ]
         return [SPRITE, "exec", *self.flags(), *files, "--", *command]
 
     def destroy_argv(self) -> list[str]:
@@ -88,7 +91,9 @@ class Sprite:
         raise native.failure(result, f"could not create sprite {self.name}")
 
     def exec(self, command: Sequence[str]) -> Result:
-        result = native.run(self.exec_argv(command), check=False, missing_hint=MISSING_HINT)
+        result = native.run(
+            self.exec_argv(command), check=False, missing_hint=MISSING_HINT
+        )
         raise_for_account(result)
         return result
 
@@ -113,6 +118,30 @@ class Sprite:
         if is_not_found(result):
             return False
         raise native.failure(result, f"could not destroy sprite {self.name}")
+
+    def fetch_password(self) -> str:
+        """The server password stored in the sprite (for a machine that lacks it)."""
+        marked = f"{MARK} password "
+        command = [
+            "sed",
+            "-n",
+            f's/^user = "opencode:\\(.*\\)"$/{marked}\\1/p',
+            f"{ROOT}/curl.conf",
+        ]
+        result = native.run(
+            self.exec_argv(command),
+            check=False,
+            missing_hint=MISSING_HINT,
+            secret_output=True,
+        )
+        raise_for_account(result)
+        for line in result.stdout.splitlines():
+            if line.startswith(marked) and line[len(marked) :].strip():
+                return line[len(marked) :].strip()
+        raise AfRemoteError(
+            f"could not read the server password from sprite {self.name}",
+            hint=f"has `af-remote up` run there? ({ROOT}/curl.conf)",
+        )
 
     def _listed(self) -> bool:
         result = native.run(self.list_argv(), check=False, missing_hint=MISSING_HINT)
