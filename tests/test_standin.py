@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from standin import fixture as standin_fixture
+from standin._common import BIN_DIR
 from standin.fixture import Standin, standin_supported
 
 sprite_standin = standin_fixture.sprite_standin
@@ -235,6 +236,7 @@ def test_exec_uploads_files_before_running(
     script.chmod(0o755)
     data = tmp_path / "data.bin"
     data.write_bytes(bytes(range(256)))
+    scratch = f"/tmp/standin-upload-{os.getpid()}"
     result = sprite_standin.run(
         "exec",
         "-s",
@@ -242,15 +244,15 @@ def test_exec_uploads_files_before_running(
         "--file",
         f"{script}:bin/run.sh",
         "--file",
-        f"{data}:/tmp/standin-{os.getpid()}/data.bin",
+        f"{data}:{scratch}/data.bin",
         "--",
         "bash",
         "-c",
-        f"stat -c %a bin/run.sh; bash bin/run.sh; cmp /tmp/standin-{os.getpid()}/data.bin "
-        f"- < /tmp/standin-{os.getpid()}/data.bin && rm -r /tmp/standin-{os.getpid()}",
+        f"stat -c %a bin/run.sh; bash bin/run.sh; cmp -s {scratch}/data.bin "
+        f"{data} && echo same; rm -r {scratch}",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "644\nuploaded\n"
+    assert result.stdout == "644\nuploaded\nsame\n"
     assert (sprite_standin.home("alpha") / "bin" / "run.sh").read_text() == (
         "echo uploaded\n"
     )
@@ -362,10 +364,8 @@ def test_services_stream_restart_stop_and_delete(sprite_standin: Standin) -> Non
 
     def restarted() -> bool:
         state = service_json(sprite_standin, "alpha", "services", "get", "ticker")
-        return (
-            state["state"]["status"] == "running"
-            and state["state"]["pid"] != (first["state"]["pid"])
-        )
+        status, pid = state["state"]["status"], state["state"]["pid"]
+        return bool(status == "running" and pid != first["state"]["pid"])
 
     assert Standin.wait_for(restarted, timeout=5)
     after = service_json(sprite_standin, "alpha", "services", "get", "ticker")
@@ -647,7 +647,7 @@ def test_shutdown_leaves_no_process(
         pytest.skip(reason)
     root = tmp_path / "root"
     root.mkdir()
-    monkeypatch.setenv("PATH", f"{standin_fixture.BIN_DIR}:{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{BIN_DIR}:{os.environ['PATH']}")
     monkeypatch.setenv("SPRITE_STANDIN_ROOT", str(root))
     monkeypatch.delenv("SPRITE_STANDIN_OWNER_LOCK", raising=False)
     standin = Standin(root, monkeypatch)

@@ -7,6 +7,7 @@ reports failures as one `Error: ...` line on stderr with exit code 1.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pty
@@ -70,7 +71,8 @@ Commands:
   destroy [--force] [NAME]
   use NAME | use --unset
   info, url, url update --auth public|sprite, config update --url-auth public|sprite
-  exec (x) [--dir D] [--env K=v,...] [--file SRC:DEST]... [--tty] [--no-port-forward] -- CMD
+  exec (x) [--dir D] [--env K=v,...] [--file SRC:DEST]... [--tty]
+           [--no-port-forward] -- CMD [ARGS...]
   console (c), sessions list
   proxy LOCAL:REMOTE... | PORT... | -W [host]:port
   checkpoint create [--comment T] | list | info vN | delete vN
@@ -250,7 +252,7 @@ class Context:
         return str(read_json(self.root / "orgs" / org / "org.json", {}).get("id", ""))
 
     def sprite(self, name: str | None = None) -> SpriteState:
-        """Select a sprite: argument, -s, nearest .sprite file, else prompt (TTY only)."""
+        """Select a sprite: argument, -s, nearest .sprite file, else a TTY prompt."""
         self.ensure_auth()
         name = name or self.g.sprite
         org_hint = None
@@ -739,8 +741,8 @@ class ExecSession:
         if use_tty:
             self.master, slave = pty.openpty()
             with contextlib.suppress(OSError):
-                size = termios.tcgetwinsize(0)  # type: ignore[attr-defined]
-                termios.tcsetwinsize(slave, size)  # type: ignore[attr-defined]
+                size = fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(8))
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
             self.proc = subprocess.Popen(
                 argv,
                 stdin=slave,
@@ -974,9 +976,8 @@ def _listen(port: int) -> socket.socket:
         listener.bind(("127.0.0.1", port))
     except OSError as exc:
         listener.close()
-        raise StandinError(
-            f"failed to listen on 127.0.0.1:{port}: {exc.strerror.lower()}"
-        ) from None
+        reason = (exc.strerror or str(exc)).lower()
+        raise StandinError(f"failed to listen on 127.0.0.1:{port}: {reason}") from None
     listener.listen(64)
     return listener
 

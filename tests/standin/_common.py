@@ -9,7 +9,7 @@ Everything lives under one root directory (``SPRITE_STANDIN_ROOT``)::
         home/      -> /home/sprite      bind-mounted inside the sandbox
         dotsprite/ -> /.sprite
         checkpoints/vN/                 filesystem snapshots
-        power                           running | warm | cold (written by the supervisor)
+        power                           running | warm | cold (by the supervisor)
         supervisor.json, supervisor.lock, supervisor.log, services.json
     ROOT/faults.json                    injected failures, consumed per invocation
     ROOT/seed.json                      trees copied into every new sprite's home
@@ -150,7 +150,7 @@ def host_socket_name(state_dir: Path) -> str:
     Abstract names have no path-length limit and vanish with the process; they are
     scoped by network namespace, which the sandboxes share with the host.
     """
-    digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:24]
     return f"\0sprite-standin-{digest}"
 
 

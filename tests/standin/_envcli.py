@@ -175,7 +175,7 @@ def curl(args: list[str]) -> int:
         argv.append(arg)
         previous = arg if arg.startswith("-") and "=" not in arg else ""
     try:
-        os.execvp("curl", argv)
+        os.execvp("curl", argv)  # noqa: S606 - becoming curl, no shell involved
     except OSError as exc:
         raise StandinError(f"cannot run curl: {exc.strerror}") from None
 

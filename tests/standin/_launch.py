@@ -59,7 +59,7 @@ def main() -> None:
 
     argv = spec["argv"]
     try:
-        os.execvpe(argv[0], argv, spec["env"])
+        os.execvpe(argv[0], argv, spec["env"])  # noqa: S606 - no shell, as remote
     except FileNotFoundError:
         fail(f'exec: "{argv[0]}": executable file not found in $PATH', 127)
     except PermissionError:

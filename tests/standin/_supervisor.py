@@ -1,8 +1,8 @@
 """The per-sprite supervisor: PID 1 of the sandbox, services, tasks and idle pausing.
 
 Started by the `sprite` CLI as ``unshare --mount --pid --fork --mount-proc ...
-_supervisor.py STATE_DIR``. It bind-mounts the sprite's home and runtime directories over
-/home/sprite and /.sprite, then serves the management API on /.sprite/api.sock (for
+_supervisor.py STATE_DIR``. It bind-mounts the sprite's home and runtime directories
+over /home/sprite and /.sprite, then serves the management API on /.sprite/api.sock (for
 `sprite-env` inside the sandbox) and on an abstract socket (for the host CLI).
 
 Being PID 1 of its own PID namespace it sees exactly the sandbox's processes in /proc,

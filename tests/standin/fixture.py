@@ -2,7 +2,10 @@
 
 Use it from a test module with::
 
-    from standin.fixture import Standin, sprite_standin  # noqa: F401
+    from standin import fixture as standin_fixture
+    from standin.fixture import Standin
+
+    sprite_standin = standin_fixture.sprite_standin
 
     def test_something(sprite_standin: Standin) -> None:
         sprite_standin.create("demo")
