@@ -499,6 +499,7 @@ def test_idle_sprite_pauses_and_exec_thaws_it(sprite_standin: Standin) -> None:
         check=True,
     )
     assert Standin.wait_for(lambda: sprite_standin.is_paused("alpha"), timeout=5)
+    time.sleep(0.2)  # lines written just before the freeze may still be in the pipe
     frozen_at = log_lines(sprite_standin, "alpha", "tick")
     time.sleep(0.4)
     assert log_lines(sprite_standin, "alpha", "tick") == frozen_at
