@@ -224,19 +224,18 @@ def _choose_spawn(
             if existing.get("state") == "running":
                 return existing, "done"
             return existing, "resume"
-    if request.prompt is None:
-        running = _running_spawns(registry, settings)
-        if running and settings.provider == "local" and not _local_exists(settings):
-            # Deleted by hand: its spawns are gone with it; start afresh.
-            for spawn in running:
-                registry.update_spawn(
-                    spawn["spawn_id"],
-                    state="terminated",
-                    last_error="the sandbox directory was deleted",
-                )
-            running = []
-        if running:
-            return running[-1], "ensure"
+    running = _running_spawns(registry, settings)
+    if running and settings.provider == "local" and not _local_exists(settings):
+        # Deleted by hand: its spawns went with it; start afresh.
+        for spawn in running:
+            registry.update_spawn(
+                spawn["spawn_id"],
+                state="terminated",
+                last_error="the sandbox directory was deleted",
+            )
+        running = []
+    if request.prompt is None and running:
+        return running[-1], "ensure"
     return None, "new"
 
 
