@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -9,7 +15,7 @@ import yaml
 
 from af_remote import project
 from af_remote.render import BASE_DIR
-from conftest import RunCli, git
+from conftest import GLUE, RunCli, git, require_tool
 
 # The split SPEC.md asks for; a template may render more, never less.
 REQUIRED = {
@@ -329,3 +335,123 @@ def test_every_question_has_help_and_a_validator(provider: str) -> None:
             or question.get("type") == "bool"
         )
         assert checked, f"{key} has no validator"
+
+
+class Terminal:
+    """``af-remote`` in a real terminal (a tmux pane), typed at like a user would."""
+
+    def __init__(self, socket: Path, cwd: Path, argv: list[str]) -> None:
+        self.socket = socket
+        self.exit_file = cwd / ".exit-code"
+        command = " ".join(map(shlex.quote, [sys.executable, "-m", "af_remote", *argv]))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            part for part in (str(GLUE), env.get("PYTHONPATH")) if part
+        )
+        self._tmux(
+            "new-session",
+            "-d",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            "-c",
+            str(cwd),
+            f"{command}; echo $? > {shlex.quote(str(self.exit_file))}; sleep 60",
+            env=env,
+        )
+
+    def _tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            ["tmux", "-S", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-J")
+
+    def wait_for(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.screen():
+            assert time.monotonic() < deadline, f"no {text!r} on:\n{self.screen()}"
+            time.sleep(0.05)
+
+    def answer(self, question: str, value: str | None = None) -> None:
+        """Wait for ``question``; type ``value`` over the default, or accept it."""
+        self.wait_for(question)
+        if value is not None:
+            self._tmux("send-keys", "C-u", value)
+        self._tmux("send-keys", "Enter")
+
+    def send(self, key: str) -> None:
+        self._tmux("send-keys", key)
+
+    def exit_code(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.exit_file.exists() or not self.exit_file.read_text():
+            assert time.monotonic() < deadline, f"still running:\n{self.screen()}"
+            time.sleep(0.05)
+        return int(self.exit_file.read_text())
+
+    def close(self) -> None:
+        subprocess.run(
+            ["tmux", "-S", str(self.socket), "kill-server"],
+            capture_output=True,
+            check=False,
+        )
+
+
+@pytest.fixture
+def terminal(
+    tmp_path: Path, scratch_repo: Path
+) -> Iterator[Callable[[list[str]], Terminal]]:
+    require_tool("tmux")
+    opened: list[Terminal] = []
+
+    def open_terminal(argv: list[str]) -> Terminal:
+        opened.append(Terminal(tmp_path / "tmux.sock", scratch_repo, argv))
+        return opened[-1]
+
+    yield open_terminal
+    for term in opened:
+        term.close()
+
+
+def test_questions_are_asked_on_a_terminal(
+    terminal: Callable[[list[str]], Terminal], scratch_repo: Path
+) -> None:
+    term = terminal(["init", "--provider", "local", "--data", "model=x/y"])
+
+    term.answer("Name of the local sandbox", "Bad_Name")
+    term.wait_for("must be a DNS label")
+    term.answer("Name of the local sandbox", "box-1")
+    term.answer("OpenCode version")
+    term.answer("Port of the OpenCode server", "4321")
+    term.answer("Names (not values) of environment variables")
+
+    assert term.exit_code() == 0, term.screen()
+    screen = term.screen()
+    assert "Model for the agent" not in screen, "answered by --data, not asked"
+    env = read_env(scratch_repo / ".af-remote" / "local")
+    assert env["AF_REMOTE_SANDBOX"] == "box-1"
+    assert env["AF_REMOTE_SERVER_PORT"] == "4321"
+    assert env["AF_REMOTE_MODEL"] == "x/y"
+
+
+def test_ctrl_c_at_a_question_stops_cleanly_and_writes_nothing(
+    terminal: Callable[[list[str]], Terminal], scratch_repo: Path
+) -> None:
+    term = terminal(["init", "--provider", "sprites"])
+
+    term.wait_for("Name of the sprite")
+    term.send("C-c")
+
+    assert term.exit_code() == 130
+    assert "af-remote: error: interrupted" in term.screen()
+    assert "Traceback" not in term.screen()
+    assert not (scratch_repo / ".af-remote").exists()
