@@ -60,7 +60,7 @@ def test_result_line_is_parsed() -> None:
         f"Running: bash /tmp/x.sh  # would print {MARK} result {{}}",
         f" {MARK} step 1/1 indented",
         f"{MARK}step 1/1 no space after the marker",
-        f"::af-remote: step 1/1 a different marker",
+        "::af-remote: step 1/1 a different marker",
         f"{MARK.upper()} error shouting",
         f"echo '{MARK} error quoted'",
         f"{MARK} progress 50% (an unknown kind)",

@@ -58,6 +58,9 @@ def fake(
     )
 
 
+EXEC_PREFIX = ["sprite", "exec", "-s", NAME]
+
+
 def create_failure(status: int, body: str) -> str:
     return f"Error creating sprite: failed to create sprite (status {status}): {body}\n"
 
@@ -160,8 +163,7 @@ def test_stream_uploads_files_and_hands_over_each_line(
     fake(
         fp,
         sprite_path,
-        ["sprite", "exec", "-s", NAME, "--file", f"{script}:{remote}", "--"]
-        + ["bash", remote],
+        [*EXEC_PREFIX, "--file", f"{script}:{remote}", "--", "bash", remote],
         stdout=["Connecting to sprite...", f"{MARK} step 1/2 hello", "done"],
         returncode=3,
     )
