@@ -261,6 +261,10 @@ class OpenCodeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def env(self) -> dict[str, str]:
         """The server's environment; also what ``opencode attach`` needs to connect."""
         env = offline_env(self.home)

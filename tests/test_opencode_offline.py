@@ -206,8 +206,8 @@ def test_health_requires_the_password(served: Served) -> None:
 
 @pytest.mark.e2e
 def test_password_is_not_on_the_command_line(served: Served) -> None:
-    assert served.server._process is not None
-    cmdline = Path(f"/proc/{served.server._process.pid}/cmdline").read_bytes()
+    assert served.server.pid is not None
+    cmdline = Path(f"/proc/{served.server.pid}/cmdline").read_bytes()
     assert served.server.password.encode() not in cmdline
 
 
