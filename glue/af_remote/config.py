@@ -21,6 +21,7 @@ from af_remote.errors import AfRemoteError, UsageError
 PREFIX = "AF_REMOTE_"
 ENV_FILE = ".env"
 SECRETS_FILE = "secrets.env"
+SERVER_ENV_FILE = "server.env"
 PASSWORD_VARIABLE = "OPENCODE_SERVER_PASSWORD"  # noqa: S105 (a name, not a value)
 
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -166,7 +167,7 @@ def _settings(
     forward = text("FORWARD_SECRETS")
     names = tuple(name.strip() for name in forward.split(",") if name.strip())
     for name in names:
-        if not _NAME.fullmatch(name):
+        if not is_variable_name(name):
             raise UsageError(
                 f"{PREFIX}FORWARD_SECRETS names {name!r} (from "
                 f"{raw['FORWARD_SECRETS'][1]}): not an environment variable name"
@@ -194,6 +195,10 @@ def _settings(
         keepalive_expire=number("KEEPALIVE_EXPIRE", 5, 3600),
         opencode_prefix=raw["OPENCODE_PREFIX"][0].strip() or None,
     )
+
+
+def is_variable_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
 
 
 def forwarded_secrets(

@@ -55,8 +55,9 @@ class Server:
         response.raise_for_status()
         return response
 
-    def health(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._request("GET", "/global/health").json()
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
+        extra = {"timeout": timeout} if timeout is not None else {}
+        answer: dict[str, Any] = self._request("GET", "/global/health", **extra).json()
         return answer
 
     def wait_healthy(self, timeout: float) -> dict[str, Any]:
@@ -65,7 +66,9 @@ class Server:
         delay = 0.05
         while True:
             try:
-                return self.health()
+                # Short attempts: a connection made just as the server starts
+                # listening can be accepted and never answered.
+                return self.health(timeout=1.0)
             except (AfRemoteError, httpx.HTTPError) as error:
                 if time.monotonic() + delay > deadline:
                     raise AfRemoteError(

@@ -396,6 +396,7 @@ def prepare_files(
     write("opencode.json", opencode_config(settings))
     write("spawn.env", spawn_env(settings, spawn, _source_ref(settings)))
     write("secrets.env", secrets_env(settings, dry_run=request.dry_run), secret=True)
+    write("server.env", server_env(settings))
     write("session.json", json.dumps({"title": request.title}, ensure_ascii=False))
     if request.prompt is not None and mode != "ensure":
         body = {"parts": [{"type": "text", "text": request.prompt}]}
@@ -455,6 +456,21 @@ def secrets_env(settings: Settings, *, dry_run: bool = False) -> str:
         values[config.PASSWORD_VARIABLE] = config.server_password(
             settings.provider, settings.org, settings.sandbox
         )
+    return export_lines(values)
+
+
+def server_env(settings: Settings) -> str:
+    """The render's server.env (not secret) as quoted ``export`` lines."""
+    path = settings.render / config.SERVER_ENV_FILE
+    values = config.read_env_file(path) if path.exists() else {}
+    for key in values:
+        if not config.is_variable_name(key):
+            raise AfRemoteError(f"{path}: {key!r} is not an environment variable name")
+    return export_lines(values)
+
+
+def export_lines(values: dict[str, str]) -> str:
+    """``export KEY='value'`` lines that bash can source without running anything."""
     return "".join(
         f"export {key}={shlex.quote(value)}\n" for key, value in values.items()
     )

@@ -59,6 +59,10 @@ start() {
   fi
   (
     set -a
+    if [[ -f "$root/server.env" ]]; then
+      # shellcheck source=/dev/null
+      source "$root/server.env"
+    fi
     # shellcheck source=/dev/null
     source "$root/secrets.env"
     set +a

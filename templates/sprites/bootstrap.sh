@@ -7,6 +7,7 @@
 #   PREFIXspawn.env      settings for this run, written by af-remote (quoted values)
 #   PREFIXsecrets.env    forwarded secrets and the OpenCode server password
 #   PREFIXopencode.json  OpenCode's configuration
+#   PREFIXserver.env     the server's environment from the render's server.env (quoted)
 #   PREFIXsession.json   body of the "create session" request
 #   PREFIXprompt.json    body of the prompt request (absent: no prompt)
 #   PREFIXsource.bundle  git bundle of the project's HEAD (source mode "bundle")
@@ -63,8 +64,9 @@ urlencode() {
 api() {
   local method=$1 path=$2
   shift 2
-  curl --silent --show-error --fail --max-time 30 --config "$ROOT/curl.conf" \
-    --request "$method" "$@" "http://127.0.0.1:$AF_SERVER_PORT$path"
+  curl --silent --show-error --fail --max-time "${API_MAX_TIME:-30}" \
+    --config "$ROOT/curl.conf" --request "$method" "$@" \
+    "http://127.0.0.1:$AF_SERVER_PORT$path"
 }
 
 collect_inputs() {
@@ -162,6 +164,7 @@ write_config() {
   step "writing the OpenCode configuration"
   config_changed=$(
     install_file "$incoming/opencode.json" "$ROOT/opencode.json" 600
+    install_file "$incoming/server.env" "$ROOT/server.env" 600
     install_file "$incoming/serve.sh" "$ROOT/bin/serve.sh" 700
   )
   keepalive_changed=$(install_file "$incoming/keepalive.sh" "$ROOT/bin/keepalive.sh" 700)
@@ -205,7 +208,9 @@ define_services() {
 wait_for_health() {
   step "waiting for the OpenCode server on port $AF_SERVER_PORT"
   local deadline=$((SECONDS + HEALTH_TIMEOUT_SECONDS))
-  until api GET /global/health >/dev/null 2>&1; do
+  # Short attempts: a connection made just as the server starts listening can be
+  # accepted and never answered.
+  until API_MAX_TIME=2 api GET /global/health >/dev/null 2>&1; do
     if ((SECONDS >= deadline)); then
       tail -n 20 "/.sprite/logs/services/$SERVER_SERVICE.log" >&2 || true
       fail "the OpenCode server did not answer within ${HEALTH_TIMEOUT_SECONDS}s"

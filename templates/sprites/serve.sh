@@ -12,6 +12,10 @@ readonly ROOT="$HOME/.af-remote"
 port=${1:?usage: serve.sh PORT}
 
 set -a
+if [[ -f "$ROOT/server.env" ]]; then
+  # shellcheck source=/dev/null
+  source "$ROOT/server.env"
+fi
 # shellcheck source=/dev/null
 source "$ROOT/secrets.env"
 set +a
