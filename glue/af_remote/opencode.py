@@ -56,8 +56,12 @@ class Server:
         return response
 
     def health(self, timeout: float | None = None) -> dict[str, Any]:
-        extra = {"timeout": timeout} if timeout is not None else {}
-        answer: dict[str, Any] = self._request("GET", "/global/health", **extra).json()
+        response = (
+            self._request("GET", "/global/health")
+            if timeout is None
+            else self._request("GET", "/global/health", timeout=timeout)
+        )
+        answer: dict[str, Any] = response.json()
         return answer
 
     def wait_healthy(self, timeout: float) -> dict[str, Any]:
