@@ -221,6 +221,35 @@ def test_answers_given_at_init_are_reused(
     assert "AF_REMOTE_KEEPALIVE='off'\n" in env
 
 
+def test_clone_url_given_for_later_survives_an_update(
+    scratch_repo: Path, templates: Path, run_cli: RunCli
+) -> None:
+    """A source_url given while source is still bundle is an answer like any other."""
+    result = run_cli(
+        "init",
+        "--provider",
+        "sprites",
+        "--defaults",
+        "--data",
+        "source_url=https://git.example.com/acme/app.git",
+        cwd=scratch_repo,
+    )
+    assert result.exit_code == 0, result.stderr
+    commit_all(scratch_repo, "Add af-remote sprites")
+    replace_once(
+        templates / "sprites" / ".env.jinja",
+        "# Repository the sprite clones",
+        "# The repository the sprite clones",
+    )
+
+    result = run_cli("update", cwd=scratch_repo)
+
+    assert result.exit_code == 0, result.stderr
+    env = (scratch_repo / ".af-remote" / "sprites" / ".env").read_text()
+    assert "# The repository the sprite clones" in env
+    assert "AF_REMOTE_SOURCE_URL='https://git.example.com/acme/app.git'\n" in env
+
+
 def test_refuses_outside_git(tmp_path: Path, templates: Path, run_cli: RunCli) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
