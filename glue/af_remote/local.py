@@ -56,6 +56,18 @@ class LocalSandbox:
     def stream(self, argv: Sequence[str], on_line: Callable[[str], None]) -> Result:
         return native.stream(argv, on_line)
 
+    def stored_password(self) -> str | None:
+        """The password the sandbox's server uses, from its 0600 curl.conf."""
+        prefix = 'user = "opencode:'
+        try:
+            lines = (self.directory / "curl.conf").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            if line.startswith(prefix) and line.endswith('"'):
+                return line[len(prefix) : -1] or None
+        return None
+
     def server_port(self) -> int | None:
         try:
             return int((self.directory / "run" / "port").read_text().strip())

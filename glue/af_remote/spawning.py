@@ -73,14 +73,24 @@ class SpritesTarget:
         )
         return [native.display(argv) for argv in commands]
 
-    def ensure(self, known: bool) -> None:
+    def ensure(self, known: bool) -> bool:
+        """Make sure the sprite exists; True when it was created just now."""
         if known:
-            return
+            return False
         self.calls += 1
         if self.sprite.create():
             ui.progress(f"created sprite {self.settings.sandbox}")
-        else:
-            ui.progress(f"adopted existing sprite {self.settings.sandbox}")
+            return True
+        ui.progress(f"adopted existing sprite {self.settings.sandbox}")
+        return False
+
+    def stored_password(self) -> str | None:
+        """The password an existing sprite's server already uses."""
+        self.calls += 1
+        try:
+            return self.sprite.fetch_password()
+        except AfRemoteError:
+            return None  # never set up by af-remote: a new password is fine
 
     def bootstrap(
         self, spawn_id: str, files: dict[str, Path], on_line: Callable[[str], None]
@@ -128,9 +138,14 @@ class LocalTarget:
         lines.append(native.display(self.sandbox.bootstrap_argv(spawn_id)))
         return lines
 
-    def ensure(self, known: bool) -> None:
-        if self.sandbox.ensure():
+    def ensure(self, known: bool) -> bool:
+        created = self.sandbox.ensure()
+        if created:
             ui.progress(f"created sandbox {self.sandbox.directory}")
+        return created
+
+    def stored_password(self) -> str | None:
+        return self.sandbox.stored_password()
 
     def bootstrap(
         self, spawn_id: str, files: dict[str, Path], on_line: Callable[[str], None]
@@ -261,8 +276,9 @@ def _run_spawn(
         if mode != "ensure":
             registry.update_spawn(spawn_id, state="spawning")
         known = _sandbox_known(registry, settings)
-        target.ensure(known)
+        created = target.ensure(known)
         _mark_sandbox(registry, spawn_id)
+        _keep_password(settings, target, created)
         with tempfile.TemporaryDirectory(prefix="af-remote-up-") as scratch:
             files = prepare_files(Path(scratch), settings, request, spawn, mode)
             result = target.bootstrap(spawn_id, files, report.feed)
@@ -283,6 +299,21 @@ def _run_spawn(
         _record_failure(registry, spawn_id, mode, state, str(error))
         raise
     return _record_outcome(registry, settings, target, spawn, mode, report, result)
+
+
+def _keep_password(settings: Settings, target: Target, created: bool) -> None:
+    """Reuse the password of a sandbox that has one, when this machine lacks it.
+
+    Uploading a new password to a running server would lock af-remote out of it
+    (the server keeps the one it started with), so it is fetched instead.
+    """
+    path = config.password_path(settings.provider, settings.org, settings.sandbox)
+    if created or path.exists():
+        return
+    stored = target.stored_password()
+    if stored:
+        ui.progress("using the password the sandbox's server already has")
+        config.store_password(settings.provider, settings.org, settings.sandbox, stored)
 
 
 def _record_outcome(

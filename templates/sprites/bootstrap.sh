@@ -90,9 +90,10 @@ collect_inputs() {
 
 install_secrets() {
   step "installing secrets"
-  if [[ -f "$incoming/secrets.env" ]]; then
-    mv -f "$incoming/secrets.env" "$ROOT/secrets.env"
-  fi
+  # A running server keeps the secrets it started with: note a change so that
+  # the server is restarted below.
+  secrets_changed=$(install_file "$incoming/secrets.env" "$ROOT/secrets.env" 600)
+  rm -f "$incoming/secrets.env"
   chmod 600 "$ROOT/secrets.env"
   local password
   password=$(
@@ -163,6 +164,7 @@ install_file() {
 write_config() {
   step "writing the OpenCode configuration"
   config_changed=$(
+    printf '%s' "$secrets_changed"
     install_file "$incoming/opencode.json" "$ROOT/opencode.json" 600
     install_file "$incoming/server.env" "$ROOT/server.env" 600
     install_file "$incoming/serve.sh" "$ROOT/bin/serve.sh" 700
