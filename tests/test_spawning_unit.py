@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from plumbum import local  # imported here so that plumbum's start-up runs unfaked
+
+# plumbum binds subprocess.Popen (and asks `uname -p`) when first imported: that must
+# happen before any test fakes processes, or it would keep the fake for good.
+from plumbum import local
 from pytest_subprocess import FakeProcess
 
 from af_remote import config, paths, project, spawning

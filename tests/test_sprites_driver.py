@@ -9,7 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from plumbum import local  # imported here so that plumbum's start-up runs unfaked
+
+# plumbum binds subprocess.Popen (and asks `uname -p`) when first imported: that must
+# happen before any test fakes processes, or it would keep the fake for good.
+from plumbum import local
 from pytest_subprocess import FakeProcess
 
 from af_remote import sprites, ui
@@ -443,3 +446,22 @@ def test_fetch_password_without_a_marked_line_is_an_error(
     assert (
         caught.value.message == f"could not read the server password from sprite {NAME}"
     )
+
+
+# --- the runner under the driver ---------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: plumbum copies os.environ once at import, so native commands miss "
+    "later changes (a PATH or HOME set by an embedding program or a test)",
+)
+def test_native_commands_see_the_environment_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from af_remote import native
+
+    native.run(["true"])  # plumbum is loaded and has taken its copy by now
+    monkeypatch.setenv("AF_PROBE_VALUE", "set after start-up")
+    result = native.run(["bash", "-c", 'printf %s "${AF_PROBE_VALUE-unset}"'])
+    assert result.stdout == "set after start-up"
