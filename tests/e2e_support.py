@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import GLUE, git, require_tool
-from opencode_support import UNREACHABLE_NPM_REGISTRY, fake_provider_config
 
 from af_remote import config
 from af_remote.opencode import Server
+from conftest import GLUE, git, require_tool
+from opencode_support import UNREACHABLE_NPM_REGISTRY, fake_provider_config
 
 # A forwarded secret the tests set; it must never show up outside the secret files.
-FAKE_API_KEY = "sk-test-af-remote-0123456789abcdef"  # noqa: S105 (a test value)
+FAKE_API_KEY = "sk-test-af-remote-0123456789abcdef"
 
 OFFLINE_SERVER_ENV = {
     "OPENCODE_DISABLE_AUTOUPDATE": "1",
@@ -44,7 +44,7 @@ _CACHED_PREFIX = Path(
 
 
 def opencode_prefix() -> Path:
-    """A global-layout OpenCode install (``PREFIX/bin/opencode``) made by bin/run-tests."""
+    """An OpenCode install laid out as ``PREFIX/bin/opencode`` (bin/run-tests makes it)."""
     require_tool("node")
     if not (_CACHED_PREFIX / "bin" / "opencode").is_file():
         message = (

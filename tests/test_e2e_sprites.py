@@ -8,15 +8,11 @@ sprite's OpenCode server on 127.0.0.1 at its (test-chosen) port.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import GLUE
+
+from af_remote import config
 from e2e_support import (
     FAKE_API_KEY,
     Project,
@@ -35,8 +31,6 @@ from fakellm import FakeLLM, echo_last_user_message
 from opencode_support import free_port
 from standin import fixture as standin_fixture
 from standin.fixture import Standin
-
-from af_remote import config
 
 pytestmark = pytest.mark.e2e
 
