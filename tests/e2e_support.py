@@ -44,7 +44,7 @@ _CACHED_PREFIX = Path(
 
 
 def opencode_prefix() -> Path:
-    """An OpenCode install laid out as ``PREFIX/bin/opencode`` (bin/run-tests makes it)."""
+    """An OpenCode install as ``PREFIX/bin/opencode`` (bin/run-tests makes it)."""
     require_tool("node")
     if not (_CACHED_PREFIX / "bin" / "opencode").is_file():
         message = (
