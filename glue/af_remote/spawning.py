@@ -282,7 +282,8 @@ def _run_spawn(
         with tempfile.TemporaryDirectory(prefix="af-remote-up-") as scratch:
             files = prepare_files(Path(scratch), settings, request, spawn, mode)
             result = target.bootstrap(spawn_id, files, report.feed)
-            if known and report.result is None and is_not_found(result):
+            never_started = not report.steps and report.error is None
+            if known and never_started and is_not_found(result):
                 # The record said the sandbox existed, but it is gone (destroyed by
                 # hand): create it and run the bootstrap once more.
                 ui.progress(f"sandbox {settings.sandbox} is gone; creating it again")
@@ -293,9 +294,8 @@ def _run_spawn(
         _record_failure(registry, spawn_id, mode, "unknown", _interrupted(report))
         raise
     except AfRemoteError as error:
-        state = "failed" if isinstance(error, UsageError) else "unknown"
-        if report.steps or report.error:
-            state = "unknown"
+        # Before the bootstrap said anything, nothing in the sandbox changed.
+        state = "unknown" if report.steps else "failed"
         _record_failure(registry, spawn_id, mode, state, str(error))
         raise
     return _record_outcome(registry, settings, target, spawn, mode, report, result)

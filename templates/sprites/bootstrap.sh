@@ -16,7 +16,8 @@
 #
 # Safe to run again: each step checks before it acts. Progress goes to stdout as
 # lines starting with "::af-remote::"; everything else goes to stderr.
-set -euo pipefail
+# -E: the error trap also fires inside the step functions.
+set -Eeuo pipefail
 
 readonly MARK='::af-remote::'
 readonly TOTAL_STEPS=10
@@ -37,10 +38,13 @@ fail() {
 }
 
 on_error() {
-  local status=$1 line=$2
-  fail "step $current_step/$TOTAL_STEPS failed (exit $status, bootstrap.sh line $line); its output is above on stderr"
+  local status=$1 line=$2 command=$3
+  if ((BASH_SUBSHELL > 0)); then
+    exit "$status" # the shell around it reports
+  fi
+  fail "step $current_step/$TOTAL_STEPS failed (exit $status at bootstrap.sh line $line: $command); its output is above on stderr"
 }
-trap 'on_error $? $LINENO' ERR
+trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
 
 # json_get FIELD: prints FIELD (dotted path) of the JSON document on stdin.
 json_get() {
