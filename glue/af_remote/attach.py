@@ -64,7 +64,8 @@ def find_opencode(spawn: Record, version: str) -> Path:
     if found:
         return Path(found)
     if spawn.get("provider") == "local":
-        prefix = os.environ.get("AF_REMOTE_OPENCODE_PREFIX") or str(
+        extras = spawn.get("af_remote") or {}
+        prefix = extras.get("opencode_prefix") or str(
             LocalSandbox(str(spawn["provider_sandbox_id"])).directory / "opencode"
         )
         candidate = Path(prefix) / "bin" / "opencode"
@@ -156,19 +157,66 @@ def _wait_healthy(endpoint: Endpoint, password: str) -> dict[str, Any]:
 def _run_foreground(argv: list[str], password: str) -> int:
     environment = {**os.environ, "OPENCODE_SERVER_PASSWORD": password}
     ui.log.info("$ %s", native.display(argv))
-    # The TUI owns the terminal; Ctrl-C is its key. af-remote only waits, and must
-    # survive a stray SIGINT so that it can stop the proxy afterwards.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with _signals_end_the_tui():
         child = subprocess.Popen(argv, env=environment)
         try:
-            return child.wait()
+            status = child.wait()
+        except _TerminalGone as gone:
+            status = -gone.signum
         finally:
-            if child.poll() is None:
-                child.terminate()
-                child.wait()
+            _stop_tui(child)
+    # A TUI ended by a signal reports it the way a shell would.
+    return 128 - status if status < 0 else status
+
+
+class _TerminalGone(Exception):
+    """The terminal hung up, or af-remote was told to stop, while the TUI ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_end_the_tui() -> Iterator[None]:
+    """While the TUI owns the terminal, signals must not end af-remote abruptly,
+    or the proxy (in a session of its own) would outlive it.
+
+    Ctrl-C is the TUI's key: af-remote only survives a stray SIGINT. A handler, not
+    SIG_IGN, so that the TUI does not inherit an ignored SIGINT. A hangup (terminal
+    closed) or SIGTERM ends the TUI, once, and then the proxy.
+    """
+    ending: list[int] = []
+
+    def ignore(signum: int, frame: object) -> None:
+        pass
+
+    def end(signum: int, frame: object) -> None:
+        if not ending:
+            ending.append(signum)
+            raise _TerminalGone(signum)
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, ignore),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, end),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, end),
+    }
+    try:
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_tui(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _warn_on_version_mismatch(opencode: Path, server_version: str) -> None:

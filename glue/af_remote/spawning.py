@@ -350,6 +350,11 @@ def _record_outcome(
         "branch": f"af/{spawn_id}",
         "opencode_version": report.result.get("opencode_version"),
     }
+    if settings.provider == "local":
+        # attach falls back to this install when opencode is not on PATH.
+        extras["opencode_prefix"] = settings.opencode_prefix or str(
+            LocalSandbox(settings.sandbox).directory / "opencode"
+        )
     updated = registry.update_spawn(
         spawn_id,
         state="running",
