@@ -38,7 +38,7 @@ def attach(reference: str | None, *, provider: str | None) -> int:
     spawn = listing.resolve(
         reference, project_root=root, provider=provider, require_running=True
     )
-    extras = spawn.get("af_remote") or {}
+    extras = listing.extras(spawn)
     version = str(extras.get("opencode_version") or DEFAULT_VERSION)
     opencode = find_opencode(spawn, version)
     password = lifecycle.password_for(spawn)
@@ -64,7 +64,7 @@ def find_opencode(spawn: Record, version: str) -> Path:
     if found:
         return Path(found)
     if spawn.get("provider") == "local":
-        extras = spawn.get("af_remote") or {}
+        extras = listing.extras(spawn)
         prefix = extras.get("opencode_prefix") or str(
             LocalSandbox(str(spawn["provider_sandbox_id"])).directory / "opencode"
         )
@@ -88,7 +88,7 @@ class Endpoint:
 
 @contextmanager
 def _endpoint(spawn: Record) -> Iterator[Endpoint]:
-    extras = spawn.get("af_remote") or {}
+    extras = listing.extras(spawn)
     if spawn.get("provider") == "local":
         sandbox = LocalSandbox(str(spawn["provider_sandbox_id"]))
         port = sandbox.server_port() if sandbox.server_running() else None
