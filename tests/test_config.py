@@ -280,11 +280,6 @@ def test_a_bad_sprite_name_from_the_flag_is_refused(
     assert "AF_REMOTE_SANDBOX='Bad_Name'" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a bad --name is reported as coming from `--sandbox`, a flag that "
-    "does not exist",
-)
 def test_a_bad_sprite_name_from_the_flag_names_the_flag(
     sprites_render: Path, scratch_repo: Path, run_cli: RunCli
 ) -> None:
@@ -350,11 +345,6 @@ def test_a_line_that_does_not_parse_names_the_file_and_line(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a blank line the reported line number is the blank line's "
-    "(the dotenv parser folds leading blank lines into the next statement)",
-)
 def test_a_bad_line_after_a_blank_line_is_reported_at_its_own_line(
     tmp_path: Path,
 ) -> None:

@@ -245,11 +245,6 @@ def test_ls_tolerates_records_of_other_writers(run_cli: RunCli, tmp_path: Path) 
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a record whose af_remote another writer replaced with a non-object "
-    "(here a string) makes `ls` fail with an unexpected AttributeError",
-)
 def test_ls_tolerates_extras_that_are_not_an_object(
     run_cli: RunCli, tmp_path: Path
 ) -> None:
@@ -422,11 +417,6 @@ def test_attach_to_a_spawn_still_starting_exits_3(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with no id, a project whose newest spawn is still starting gets "
-    "'no running spawn' (exit 2) instead of NotReadyError (exit 3) naming it",
-)
 def test_require_running_by_default_names_a_spawn_still_starting() -> None:
     write_spawns([record("spw_starting", state="spawning")])
     with pytest.raises(NotReadyError):

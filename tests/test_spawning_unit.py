@@ -331,11 +331,6 @@ def test_a_prompt_over_1_mib_from_stdin_exits_2(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a --prompt argument that is not UTF-8 (surrogate-escaped by Python) "
-    "is not checked like --prompt-file and ends in an unexpected UnicodeEncodeError",
-)
 def test_a_prompt_argument_that_is_not_utf8_exits_2(
     sprites_render: Path, scratch_repo: Path, run_cli: RunCli, no_sprite: str
 ) -> None:

@@ -5,6 +5,7 @@ the right outcome. The CLI is faked with pytest-subprocess; nothing reaches a ne
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import pytest
 
 # plumbum binds subprocess.Popen (and asks `uname -p`) when first imported: that must
 # happen before any test fakes processes, or it would keep the fake for good.
-from plumbum import local
 from pytest_subprocess import FakeProcess
 
 from af_remote import sprites, ui
@@ -41,7 +41,7 @@ def sprite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     program = bin_dir / "sprite"
     program.write_text("#!/bin/sh\necho 'the real sprite must not run' >&2\nexit 99\n")
     program.chmod(0o755)
-    monkeypatch.setitem(local.env, "PATH", f"{bin_dir}:{local.env['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     return str(program)
 
 
@@ -338,12 +338,6 @@ def test_destroy_failing_otherwise_raises(fp: FakeProcess, sprite_path: str) -> 
     assert caught.value.argv == ["sprite", "destroy", "--force", NAME]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: raise_for_account() reads the remote command's own output, so a "
-    "remote `git clone` that fails with 'Authentication failed' is reported as the "
-    "sprite CLI not being logged in instead of passing its exit code through",
-)
 def test_exec_passes_a_remote_authentication_failure_through(
     fp: FakeProcess, sprite_path: str
 ) -> None:
@@ -363,7 +357,7 @@ def test_missing_sprite_cli_is_named(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setitem(local.env, "PATH", str(empty))
+    monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(AfRemoteError) as caught:
         Sprite(NAME).create()
     assert caught.value.message == "`sprite` is not on PATH"
@@ -451,11 +445,6 @@ def test_fetch_password_without_a_marked_line_is_an_error(
 # --- the runner under the driver ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: plumbum copies os.environ once at import, so native commands miss "
-    "later changes (a PATH or HOME set by an embedding program or a test)",
-)
 def test_native_commands_see_the_environment_as_it_is_now(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

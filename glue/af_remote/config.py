@@ -45,6 +45,8 @@ DEFAULTS: dict[str, str] = {
     "KEEPALIVE_EXPIRE": "60",
     "OPENCODE_PREFIX": "",
 }
+# Settings whose command-line flag is not named after the setting.
+FLAG_NAMES = {"SANDBOX": "--name"}
 PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
     "sprites": {"SERVER_PORT": "8080"},
     "local": {"SERVER_PORT": "0"},
@@ -95,7 +97,7 @@ def load(
             raw[key.removeprefix(PREFIX)] = (value, f"environment variable {key}")
     for key, flag in (flags or {}).items():
         if flag is not None:
-            raw[key] = (flag, f"--{key.lower().replace('_', '-')}")
+            raw[key] = (flag, FLAG_NAMES.get(key, f"--{key.lower().replace('_', '-')}"))
     if "SANDBOX" not in raw:
         raise AfRemoteError(
             f"{render / ENV_FILE} sets no {PREFIX}SANDBOX",
@@ -122,8 +124,11 @@ def read_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
-            line, statement = binding.original.line, binding.original.string.strip()
-            raise AfRemoteError(f"{path} line {line} does not parse: {statement!r}")
+            # The parser folds blank lines into the statement that follows them.
+            text = binding.original.string
+            leading = text[: len(text) - len(text.lstrip())]
+            line = binding.original.line + leading.count("\n")
+            raise AfRemoteError(f"{path} line {line} does not parse: {text.strip()!r}")
         if binding.key is not None:
             values[binding.key] = binding.value or ""
     return values
@@ -236,6 +241,8 @@ def server_password(provider: str, org: str | None, sandbox: str) -> str:
     if not password:
         password = secrets.token_urlsafe(32)
         store_password(provider, org, sandbox, password)
+    else:
+        path.chmod(0o600)
     redact.add_secret(password)
     return password
 

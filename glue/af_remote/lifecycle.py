@@ -22,19 +22,16 @@ def _project_root() -> Any:
         return None
 
 
-def _extras(spawn: Record) -> dict[str, Any]:
-    extras = spawn.get("af_remote")
-    return extras if isinstance(extras, dict) else {}
-
-
 def sprite_of(spawn: Record) -> Sprite:
-    return Sprite(str(spawn.get("provider_sandbox_id")), _extras(spawn).get("org"))
+    return Sprite(
+        str(spawn.get("provider_sandbox_id")), listing.extras(spawn).get("org")
+    )
 
 
 def password_for(spawn: Record) -> str:
     """The server password: the local 0600 file, else fetched once from the sprite."""
     provider = str(spawn.get("provider"))
-    org = _extras(spawn).get("org")
+    org = listing.extras(spawn).get("org")
     sandbox = str(spawn.get("provider_sandbox_id"))
     path = config.password_path(provider, org, sandbox)
     if path.is_file():
@@ -80,7 +77,7 @@ def _local_status(spawn: Record) -> dict[str, Any]:
     try:
         with Server(f"http://127.0.0.1:{port}", password_for(spawn)) as server:
             health = server.health()
-            statuses = server.session_status(_extras(spawn).get("workdir"))
+            statuses = server.session_status(listing.extras(spawn).get("workdir"))
     except AfRemoteError as error:
         report["server"]["error"] = str(error)
         return report
@@ -91,7 +88,7 @@ def _local_status(spawn: Record) -> dict[str, Any]:
 
 def _sprite_status(spawn: Record) -> dict[str, Any]:
     sprite = sprite_of(spawn)
-    port = int(_extras(spawn).get("server_port") or 8080)
+    port = int(listing.extras(spawn).get("server_port") or 8080)
     result = sprite.exec(["bash", f"{SPRITE_ROOT}/bin/status.sh", str(port)])
     answer = BootstrapReport()
     for line in result.stdout.splitlines():
@@ -115,7 +112,7 @@ def _sprite_status(spawn: Record) -> dict[str, Any]:
     if isinstance(health, dict):
         report["server"] = {"healthy": bool(health.get("healthy")), **health}
     sessions = data.get("sessions") or {}
-    workdir = _extras(spawn).get("workdir")
+    workdir = listing.extras(spawn).get("workdir")
     statuses = sessions.get(workdir) if isinstance(sessions, dict) else None
     if isinstance(statuses, dict):
         report["session"] = _session_state(spawn, statuses)
@@ -217,9 +214,9 @@ def _abort(spawn: Record) -> None:
     session_id = spawn.get("session_id")
     if not session_id:
         return
-    workdir = _extras(spawn).get("workdir")
+    workdir = listing.extras(spawn).get("workdir")
     if spawn.get("provider") == "sprites":
-        port = int(_extras(spawn).get("server_port") or 8080)
+        port = int(listing.extras(spawn).get("server_port") or 8080)
         url = f"http://127.0.0.1:{port}/session/{session_id}/abort"
         if workdir:
             url += f"?directory={workdir}"
@@ -257,7 +254,7 @@ def _destroy(registry: Registry, spawn: Record) -> int:
         existed = sprite_of(spawn).destroy()
     else:
         existed = LocalSandbox(name).destroy()
-    org = _extras(spawn).get("org")
+    org = listing.extras(spawn).get("org")
     # A sandbox made again later gets a new password.
     config.password_path(str(provider), org, name).unlink(missing_ok=True)
     ended = 0
@@ -265,7 +262,7 @@ def _destroy(registry: Registry, spawn: Record) -> int:
         if (
             record.get("provider") == provider
             and record.get("provider_sandbox_id") == name
-            and _extras(record).get("org") == org
+            and listing.extras(record).get("org") == org
             and record.get("state") != "terminated"
         ):
             registry.update_spawn(str(record["spawn_id"]), state="terminated")

@@ -31,7 +31,7 @@ def ls(*, show_all: bool, as_json: bool) -> int:
         return 0
     rows = [("SPAWN", "STATE", "PROVIDER", "SANDBOX", "SESSION", "CREATED", "TITLE")]
     for spawn in spawns:
-        extras = spawn.get("af_remote") or {}
+        details = extras(spawn)
         rows.append(
             (
                 str(spawn.get("spawn_id")),
@@ -40,7 +40,7 @@ def ls(*, show_all: bool, as_json: bool) -> int:
                 str(spawn.get("provider_sandbox_id")),
                 str(spawn.get("session_id") or "-"),
                 str(spawn.get("created_at", ""))[:19].replace("T", " "),
-                str(extras.get("title") or ""),
+                str(details.get("title") or ""),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -54,20 +54,20 @@ def ls(*, show_all: bool, as_json: bool) -> int:
 
 def summary(spawn: Record) -> dict[str, Any]:
     """The documented JSON shape of a spawn (docs/json.md)."""
-    extras = spawn.get("af_remote") or {}
+    details = extras(spawn)
     return {
         "spawn_id": spawn.get("spawn_id"),
         "provider": spawn.get("provider"),
         "sandbox": spawn.get("provider_sandbox_id"),
-        "org": extras.get("org"),
+        "org": details.get("org"),
         "state": spawn.get("state"),
         "session_id": spawn.get("session_id"),
         "server_ref": spawn.get("server_ref"),
-        "server_port": extras.get("server_port"),
-        "workdir": extras.get("workdir"),
-        "branch": extras.get("branch"),
-        "title": extras.get("title"),
-        "project": extras.get("project"),
+        "server_port": details.get("server_port"),
+        "workdir": details.get("workdir"),
+        "branch": details.get("branch"),
+        "title": details.get("title"),
+        "project": details.get("project"),
         "request_id": spawn.get("request_id"),
         "last_error": spawn.get("last_error"),
         "created_at": spawn.get("created_at"),
@@ -122,11 +122,16 @@ def resolve(
         candidates = [
             spawn
             for spawn in spawns
-            if project_root is None
-            or (spawn.get("af_remote") or {}).get("project") == str(project_root)
+            if project_root is None or extras(spawn).get("project") == str(project_root)
         ]
         running = [s for s in candidates if s.get("state") == "running"]
-        pool = running or ([] if require_running else candidates)
+        # Nothing running yet: name the newest spawn still on its way (exit 3).
+        pending = [
+            s
+            for s in candidates
+            if s.get("state") in ("requested", "spawning", "unknown")
+        ]
+        pool = running or (pending if require_running else candidates)
         if not pool:
             raise UsageError(
                 "no running spawn in this project",
@@ -147,6 +152,12 @@ def resolve(
             hint="wait for `af-remote up` to finish, or run it again",
         )
     return spawn
+
+
+def extras(record: Record) -> dict[str, Any]:
+    """af-remote's details of a record; {} when another writer dropped them."""
+    value = record.get("af_remote")
+    return value if isinstance(value, dict) else {}
 
 
 def _ours(record: Record) -> bool:

@@ -7,7 +7,9 @@ fails becomes a :class:`NativeCommandError` carrying argv, exit code and output.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import subprocess
 import threading
 from collections import deque
@@ -38,14 +40,19 @@ def display(argv: Sequence[str]) -> str:
 
 def _command(argv: Sequence[str], hint: str | None) -> Any:
     from plumbum import local
-    from plumbum.commands.processes import CommandNotFound
 
-    try:
-        return local[argv[0]][list(argv[1:])]
-    except CommandNotFound:
+    # Looked up on today's PATH: plumbum's own environment is a copy taken when it
+    # was first imported.
+    executable = shutil.which(argv[0])
+    if executable is None:
         raise AfRemoteError(
             f"`{argv[0]}` is not on PATH", hint=hint or f"install {argv[0]}"
-        ) from None
+        )
+    return local[executable][list(argv[1:])]
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(env) if env is not None else dict(os.environ)
 
 
 def run(
@@ -69,7 +76,7 @@ def run(
     returncode, stdout, stderr = command.run(
         retcode=None,
         cwd=str(cwd) if cwd else None,
-        env=dict(env) if env is not None else None,
+        env=_environment(env),
     )
     if not secret_output:
         _log_output(stdout, stderr)
@@ -100,7 +107,7 @@ def stream(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=str(cwd) if cwd else None,
-        env=dict(env) if env is not None else None,
+        env=_environment(env),
         text=True,
         bufsize=1,
     )

@@ -16,14 +16,14 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from af_remote import config, native, project, ui
 from af_remote.config import Settings
 from af_remote.errors import AfRemoteError, UsageError
-from af_remote.listing import summary
+from af_remote.listing import extras, summary
 from af_remote.local import LocalSandbox
 from af_remote.native import Result
 from af_remote.protocol import BootstrapReport
@@ -187,7 +187,6 @@ class Request:
     dry_run: bool
     as_json: bool
     digest: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def up(args: argparse.Namespace) -> int:
@@ -195,6 +194,8 @@ def up(args: argparse.Namespace) -> int:
     provider = project.pick_provider(root, args.provider)
     settings = config.load(root, provider, flags={"SANDBOX": args.name})
     prompt = read_prompt(args.prompt, args.prompt_file)
+    if args.title is not None:
+        _require_utf8(args.title, "--title")
     request = Request(
         prompt=prompt,
         title=args.title or default_title(prompt, root),
@@ -344,7 +345,7 @@ def _record_outcome(
     port = int(report.result.get("server_port") or settings.server_port)
     workdir = str(report.result.get("workdir", ""))
     server_ref = target.server_ref(port)
-    extras = {
+    details = {
         "server_port": port,
         "workdir": workdir,
         "branch": f"af/{spawn_id}",
@@ -352,7 +353,7 @@ def _record_outcome(
     }
     if settings.provider == "local":
         # attach falls back to this install when opencode is not on PATH.
-        extras["opencode_prefix"] = settings.opencode_prefix or str(
+        details["opencode_prefix"] = settings.opencode_prefix or str(
             LocalSandbox(settings.sandbox).directory / "opencode"
         )
     updated = registry.update_spawn(
@@ -361,7 +362,7 @@ def _record_outcome(
         session_id=session_id,
         server_ref=server_ref,
         last_error=None,
-        af_remote=extras,
+        af_remote=details,
     )
     registry.upsert_session(
         session_id=session_id,
@@ -531,6 +532,8 @@ def _source_ref(settings: Settings) -> str:
 
 def read_prompt(prompt: str | None, prompt_file: str | None) -> str | None:
     if prompt_file is None:
+        if prompt is not None:
+            _require_utf8(prompt, "--prompt")
         return prompt
     try:
         data = (
@@ -548,6 +551,14 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str | None:
         raise UsageError(
             f"--prompt-file {prompt_file} is not UTF-8: {error}"
         ) from error
+
+
+def _require_utf8(text: str, flag: str) -> None:
+    # Arguments that are not UTF-8 reach Python as lone surrogates.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(f"{flag} is not UTF-8 ({error.reason})") from None
 
 
 def default_title(prompt: str | None, root: Path) -> str:
@@ -587,11 +598,11 @@ def _extras(settings: Settings, request: Request) -> dict[str, Any]:
 
 
 def _same_sandbox(record: Record, settings: Settings) -> bool:
-    extras = record.get("af_remote") or {}
+    details = extras(record)
     return (
         record.get("provider") == settings.provider
         and record.get("provider_sandbox_id") == settings.sandbox
-        and extras.get("org") == settings.org
+        and details.get("org") == settings.org
     )
 
 
@@ -601,7 +612,7 @@ def _running_spawns(registry: Registry, settings: Settings) -> list[Record]:
         for record in registry.spawns()
         if _same_sandbox(record, settings)
         and record.get("state") == "running"
-        and (record.get("af_remote") or {}).get("project") == str(settings.project_root)
+        and extras(record).get("project") == str(settings.project_root)
     ]
 
 
@@ -609,7 +620,7 @@ def _sandbox_known(registry: Registry, settings: Settings) -> bool:
     """Whether a record shows the sandbox exists (so creating it can be skipped)."""
     return any(
         _same_sandbox(record, settings)
-        and (record.get("af_remote") or {}).get("sandbox_ready")
+        and extras(record).get("sandbox_ready")
         and record.get("state") != "terminated"
         for record in registry.spawns()
     )

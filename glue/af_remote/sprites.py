@@ -26,13 +26,14 @@ UPLOAD_DIR = "/tmp"  # noqa: S108 (inside the sprite, which is ours alone)
 UPLOAD_LIMIT = 20 * 1024 * 1024  # larger uploads have failed with HTTP 502
 MISSING_HINT = "install the sprite CLI (see the Sprites docs), then run `sprite login`"
 
+# Only the CLI's own wording: a remote command's output (say a `git clone` that
+# fails with "Authentication failed") must not pass for an account problem.
 _NOT_LOGGED_IN = re.compile(
-    r"no authentication found|authentication failed|no organizations configured|"
-    r"sprite login",
+    r"authentication failed: no authentication found|no organizations configured",
     re.IGNORECASE,
 )
 _RATE_LIMITED = re.compile(
-    r"status 429|sprite_creation_rate_limited|concurrent_sprite_limit_exceeded",
+    r"\(status 429\)|sprite_creation_rate_limited|concurrent_sprite_limit_exceeded",
     re.IGNORECASE,
 )
 _RETRY_AFTER = re.compile(r"retry_after_seconds\"?\s*[:=]\s*(\d+)")
@@ -94,7 +95,7 @@ class Sprite:
         result = native.run(
             self.exec_argv(command), check=False, missing_hint=MISSING_HINT
         )
-        raise_for_account(result)
+        _raise_for_account_on_exec(result)
         return result
 
     def stream(
@@ -106,7 +107,7 @@ class Sprite:
         result = native.stream(
             self.exec_argv(command, uploads), on_line, missing_hint=MISSING_HINT
         )
-        raise_for_account(result)
+        _raise_for_account_on_exec(result)
         return result
 
     def destroy(self) -> bool:
@@ -134,7 +135,7 @@ class Sprite:
             missing_hint=MISSING_HINT,
             secret_output=True,
         )
-        raise_for_account(result)
+        _raise_for_account_on_exec(result)
         for line in result.stdout.splitlines():
             if line.startswith(marked) and line[len(marked) :].strip():
                 return line[len(marked) :].strip()
@@ -152,6 +153,12 @@ def is_not_found(result: Result) -> bool:
     return result.returncode != 0 and bool(
         _NOT_FOUND.search(result.stderr + result.stdout)
     )
+
+
+def _raise_for_account_on_exec(result: Result) -> None:
+    """Account failures of ``exec``: the CLI exits 1; other codes are the remote's."""
+    if result.returncode == 1:
+        raise_for_account(result)
 
 
 def raise_for_account(result: Result) -> None:
