@@ -218,3 +218,20 @@ def test_no_secret_reaches_argv_output_records_or_project(
     assert_no_secret(secrets, *outputs, where="into af-remote output")
     assert_no_secret(secrets, records, where="into the records")
     assert_no_secret(secrets, project_text, where="into the project")
+
+
+def test_url_access_stays_sprite_unless_set_and_is_set_once(
+    sprites_project: tuple[Project, Standin, int],
+) -> None:
+    project, standin, _ = sprites_project
+
+    af_json(project.root, "up")
+    assert "URL Auth: sprite" in standin.run("info", "-s", "af-e2e").stdout
+    assert [argv[1] for argv in _sprite_calls(standin)] == ["create", "exec", "info"]
+
+    public = {"AF_REMOTE_URL_AUTH": "public"}
+    af_json(project.root, "up", "--prompt", "now public", env=public)
+    assert "URL Auth: public" in standin.run("info", "-s", "af-e2e").stdout
+    af_json(project.root, "up", "--prompt", "still public", env=public)
+    calls = [argv[1:3] for argv in _sprite_calls(standin)]
+    assert calls.count(["config", "update"]) == 1

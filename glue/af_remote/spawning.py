@@ -66,6 +66,8 @@ class SpritesTarget:
 
     def plan(self, spawn_id: str, files: dict[str, Path], create: bool) -> list[str]:
         commands = [self.sprite.create_argv()] if create else []
+        if create and self.settings.url_auth != "sprite":
+            commands.append(self.sprite.url_auth_argv(self.settings.url_auth))
         commands.append(
             self.sprite.exec_argv(
                 self.bootstrap_command(spawn_id), self.uploads(spawn_id, files)
@@ -83,6 +85,20 @@ class SpritesTarget:
             return True
         ui.progress(f"adopted existing sprite {self.settings.sandbox}")
         return False
+
+    def apply_url_auth(self, previous: str | None, created: bool) -> None:
+        """Keep the sprite URL's access as configured; no call while it already is.
+
+        A new sprite starts with "sprite" (org members only); anything else is set
+        once, and again only when the setting changes.
+        """
+        wanted = self.settings.url_auth
+        if previous == wanted or (previous is None and created and wanted == "sprite"):
+            return
+        if previous is None and not created and wanted == "sprite":
+            return  # an adopted sprite: leave what its owner chose
+        self.calls += self.sprite.set_url_auth(wanted)
+        ui.progress(f"sprite URL access set to {wanted}")
 
     def stored_password(self) -> str | None:
         """The password an existing sprite's server already uses."""
@@ -143,6 +159,9 @@ class LocalTarget:
         if created:
             ui.progress(f"created sandbox {self.sandbox.directory}")
         return created
+
+    def apply_url_auth(self, previous: str | None, created: bool) -> None:
+        return None  # a local server listens on 127.0.0.1 only
 
     def stored_password(self) -> str | None:
         return self.sandbox.stored_password()
@@ -277,8 +296,11 @@ def _run_spawn(
         if mode != "ensure":
             registry.update_spawn(spawn_id, state="spawning")
         known = _sandbox_known(registry, settings)
+        previous_auth = _previous_url_auth(registry, settings, spawn_id)
         created = target.ensure(known)
         _mark_sandbox(registry, spawn_id)
+        target.apply_url_auth(previous_auth, created)
+        registry.update_spawn(spawn_id, af_remote={"url_auth": settings.url_auth})
         _keep_password(settings, target, created)
         with tempfile.TemporaryDirectory(prefix="af-remote-up-") as scratch:
             files = prepare_files(Path(scratch), settings, request, spawn, mode)
@@ -624,6 +646,24 @@ def _sandbox_known(registry: Registry, settings: Settings) -> bool:
         and record.get("state") != "terminated"
         for record in registry.spawns()
     )
+
+
+def _previous_url_auth(
+    registry: Registry, settings: Settings, spawn_id: str
+) -> str | None:
+    """The URL access af-remote last set on this sandbox, if it still exists."""
+    earlier = [
+        record
+        for record in registry.spawns()
+        if record.get("spawn_id") != spawn_id
+        and _same_sandbox(record, settings)
+        and record.get("state") != "terminated"
+        and extras(record).get("url_auth")
+    ]
+    if not earlier:
+        return None
+    newest = max(earlier, key=lambda record: str(record.get("created_at", "")))
+    return str(extras(newest)["url_auth"])
 
 
 def _mark_sandbox(registry: Registry, spawn_id: str) -> None:

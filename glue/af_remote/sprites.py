@@ -79,6 +79,11 @@ class Sprite:
     def console_argv(self) -> list[str]:
         return [SPRITE, "console", *self.flags()]
 
+    def url_auth_argv(self, auth: str, *, old_cli: bool = False) -> list[str]:
+        if old_cli:
+            return [SPRITE, "url", "update", *self.flags(), "--auth", auth]
+        return [SPRITE, "config", "update", *self.flags(), "--url-auth", auth]
+
     # running them
     def create(self) -> bool:
         """Create the sprite; False when it already exists (it is then adopted)."""
@@ -119,6 +124,27 @@ class Sprite:
         if is_not_found(result):
             return False
         raise native.failure(result, f"could not destroy sprite {self.name}")
+
+    def set_url_auth(self, auth: str) -> int:
+        """Set who may open the sprite URL; returns the invocations it took.
+
+        Newer CLIs spell it `config update --url-auth`, older ones `url update
+        --auth`: the second is tried when the first is refused.
+        """
+        result = native.run(
+            self.url_auth_argv(auth), check=False, missing_hint=MISSING_HINT
+        )
+        if result.returncode == 0:
+            return 1
+        raise_for_account(result)
+        old = native.run(
+            self.url_auth_argv(auth, old_cli=True),
+            check=False,
+            missing_hint=MISSING_HINT,
+        )
+        if old.returncode == 0:
+            return 2
+        raise native.failure(result, f"could not set URL access of {self.name}")
 
     def fetch_password(self) -> str:
         """The server password stored in the sprite (for a machine that lacks it)."""
