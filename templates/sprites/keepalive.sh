@@ -16,13 +16,22 @@ readonly TASK=af-keepalive
 port=${1:?usage: keepalive.sh PORT}
 interval=${2:-10}
 expire=${3:-60}
+# While holding, refresh at least three times per expiry so that one slow or missed
+# poll does not let the task lapse, whatever the poll interval.
+refresh=$interval
+if ((expire / 3 < refresh)); then
+  refresh=$((expire / 3 > 1 ? expire / 3 : 1))
+fi
 # "unknown" after a (re)start: a task left from before is released once idle.
 holding=unknown
 
 log() { printf '%s keepalive: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 
+# Short attempts: the server answers in milliseconds, and a connection made just as
+# it starts listening can be accepted and never answered; waiting that out would
+# leave a busy agent unheld past the sprite's idle window.
 server() {
-  curl --silent --fail --max-time 5 --config "$ROOT/curl.conf" "http://127.0.0.1:$port$1"
+  curl --silent --fail --max-time 2 --config "$ROOT/curl.conf" "http://127.0.0.1:$port$1"
 }
 
 # sessions_busy: succeeds when a session in any agent's worktree is busy; exit 2
@@ -42,18 +51,30 @@ sessions_busy() {
 }
 
 hold() {
-  if sprite-env curl -X PUT "/v1/tasks/$TASK" \
+  # --fail: a refused PUT (4xx) is no hold.
+  if sprite-env curl --silent --show-error --fail -X PUT "/v1/tasks/$TASK" \
     -H 'Content-Type: application/json' -d "{\"expire\":\"${expire}s\"}" >/dev/null; then
-    [[ "$holding" == yes ]] || log "holding the sprite awake (task $TASK, ${expire}s, refreshed every ${interval}s)"
+    [[ "$holding" == yes ]] || log "holding the sprite awake (task $TASK, ${expire}s, refreshed every ${refresh}s)"
     holding=yes
   else
     log "could not refresh task $TASK"
   fi
 }
 
+# release: deletes the task. After a (re)start there is usually none (404), which
+# is not worth a log line; a failed delete is tried again at the next poll.
 release() {
-  sprite-env curl -X DELETE "/v1/tasks/$TASK" >/dev/null 2>&1 || true
-  log "all sessions idle: released task $TASK"
+  local code
+  code=$(sprite-env curl --silent --output /dev/null --write-out '%{http_code}' \
+    -X DELETE "/v1/tasks/$TASK") || code=000
+  case "$code" in
+    204) log "all sessions idle: released task $TASK" ;;
+    404) [[ "$holding" != yes ]] || log "all sessions idle: task $TASK had already expired" ;;
+    *)
+      log "could not delete task $TASK (HTTP $code); it expires within ${expire}s"
+      return
+      ;;
+  esac
   holding=no
 }
 
@@ -74,7 +95,9 @@ while true; do
   elif ((state == 1)) && [[ "$holding" != no ]]; then
     release
   fi
+  period=$interval
+  [[ "$holding" != yes ]] || period=$refresh
   # `wait` on a background sleep lets the TERM trap run at once.
-  sleep "$interval" &
+  sleep "$period" &
   wait $! || true
 done
