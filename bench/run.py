@@ -275,6 +275,7 @@ class UpRun:
 
     run: Run
     invocations: list[dict[str, Any]]
+    standin_start: float  # one stand-in process start-up, measured apart
 
     @property
     def count(self) -> int:
@@ -297,9 +298,17 @@ class UpRun:
         return self.run.wall - self.bootstrap - LATENCY * self.count
 
     @property
-    def outside_calls(self) -> float:
-        """Time af-remote spent with no `sprite` process running."""
-        return self.run.wall - sum(exec_seconds(i) for i in self.invocations)
+    def create_work(self) -> float:
+        """The stand-in's time in `sprite create` beyond the latency."""
+        creates = [i for i in self.invocations if i["subcommand"] == "create"]
+        return sum(exec_seconds(i) - LATENCY for i in creates)
+
+    @property
+    def own(self) -> float:
+        """af-remote's share: time with no `sprite` process running, less the
+        start-up of those processes (which the stand-in's log does not cover)."""
+        outside = self.run.wall - sum(exec_seconds(i) for i in self.invocations)
+        return outside - self.count * self.standin_start
 
     @property
     def steps_span(self) -> float | None:
@@ -312,15 +321,19 @@ class UpRun:
         return None if begun is None or ended is None else ended - begun
 
 
-def up(
-    standin: Standin, cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> UpRun:
-    run = harness.run_af(cwd, "up", *args, "--json", env=env).check()
-    return UpRun(run, invocations_between(standin, run.started_at, run.ended_at))
+def up(standin: Standin, cwd: Path, start: float, *args: str) -> UpRun:
+    run = harness.run_af(cwd, "up", *args, "--json").check()
+    calls = invocations_between(standin, run.started_at, run.ended_at)
+    return UpRun(run, calls, start)
 
 
 def standin_startup(standin: Standin) -> float:
-    """The stand-in's own process start-up (a real `sprite` is a Go binary)."""
+    """One stand-in process start-up, which its invocation log does not include.
+
+    The stand-in is a Python script (here behind a pyenv shim); the real CLI is a
+    Go binary that starts in milliseconds and spends its time on the network,
+    which the injected latency stands for.
+    """
     samples = []
     for _ in range(5):
         started = time.perf_counter()
@@ -337,8 +350,10 @@ def up_row(label: str, item: UpRun) -> list[str]:
         " ".join(i["subcommand"] for i in item.invocations),
         f"{item.bootstrap:.2f}",
         "-" if span is None else f"{span:.2f}",
-        f"{item.outside_calls:.2f}",
         f"{item.overhead:.2f}",
+        f"{item.create_work:.2f}",
+        f"{item.count * item.standin_start:.2f}",
+        f"{item.own:.2f}",
     ]
 
 
@@ -348,8 +363,10 @@ UP_COLUMNS = [
     "sprite calls",
     "bootstrap s",
     "steps span s",
-    "outside calls s",
     "glue overhead s",
+    "of which create s",
+    "stand-in start-ups s",
+    "af-remote's own s",
 ]
 
 
@@ -363,9 +380,13 @@ def bench_up_and_attach(project_maker: Callable[..., Any]) -> list[Section]:
         "last. **Bootstrap time** is the `sprite exec` invocation's duration in that "
         f"log less the {LATENCY:g} s latency: the time inside the sandbox, including "
         "the stand-in's upload and process entry. **Glue overhead** = wall time of "
-        f"`af-remote up` - bootstrap time - invocations x {LATENCY:g} s. It includes "
-        "the stand-in's own work in `create` and the start-up of each stand-in "
-        "process (Python here; the real CLI is a Go binary), shown separately. "
+        f"`af-remote up` - bootstrap time - invocations x {LATENCY:g} s. That "
+        "formula also counts two costs of the stand-in, shown in their own columns: "
+        "its work in `create` beyond the latency, and the start-up of each `sprite` "
+        "process (a Python script behind a pyenv shim here, measured apart with "
+        "`sprite --help`; the real CLI is a Go binary whose time is the round trip "
+        "the latency stands for). The target is judged on **af-remote's own** "
+        "share: the time no `sprite` process was running, less those start-ups. "
         "*Steps span* (first to last progress line as af-remote printed them) is a "
         "cross-check of the bootstrap time seen from outside.",
     )
@@ -403,13 +424,13 @@ def bench_up_and_attach(project_maker: Callable[..., Any]) -> list[Section]:
             llm.base_url,
             data={"server_port": str(port), "sandbox": SANDBOX},
         )
+        start = standin_startup(standin)
         runs = []
         for index in range(SEQUENTIAL_AGENTS):
             prompt = ATTACH_MARKER if index == 0 else f"bench agent {index + 1}"
-            runs.append(up(standin, project.root, "--prompt", prompt))
-        reruns = [up(standin, project.root) for _ in range(RERUNS)]
-        stand_in_start = standin_startup(standin)
-        report_critical(critical, runs, stand_in_start)
+            runs.append(up(standin, project.root, start, "--prompt", prompt))
+        reruns = [up(standin, project.root, start) for _ in range(RERUNS)]
+        report_critical(critical, runs)
         report_sequential(sequential, runs)
         report_rerun(rerun, reruns)
         first = json.loads(runs[0].run.stdout)
@@ -417,10 +438,10 @@ def bench_up_and_attach(project_maker: Callable[..., Any]) -> list[Section]:
     return [critical, sequential, rerun, attach]
 
 
-def report_critical(section: Section, runs: list[UpRun], stand_in_start: float) -> None:
+def report_critical(section: Section, runs: list[UpRun]) -> None:
     fresh, existing = runs[0], runs[1:]
     later_counts = [item.count for item in existing]
-    later_overhead = median([item.overhead for item in existing])
+    start_ms = fresh.standin_start * 1000
     section.add(
         Figure(
             "`up` invocations, fresh sprite",
@@ -440,28 +461,30 @@ def report_critical(section: Section, runs: list[UpRun], stand_in_start: float) 
         reason="more than one exec on the critical path.",
     )
     overhead_reason = (
-        "af-remote's time outside `sprite` calls (interpreter, imports, git bundle, "
-        "record writes) is above the target on this machine; see the breakdown."
+        "af-remote's own time outside the sandbox (interpreter and imports, "
+        "settings, `git bundle`, record writes) is above the target on this "
+        "machine; see the per-run table."
     )
-    section.add(
-        Figure(
-            "glue overhead, fresh sprite",
-            f"{fresh.overhead:.2f} s (wall {fresh.run.wall:.2f} s, "
-            f"bootstrap {fresh.bootstrap:.2f} s)",
-            "< 0.5 s",
-            fresh.overhead < 0.5,
-        ),
-        reason=overhead_reason,
-    )
-    section.add(
-        Figure(
-            "glue overhead, existing sprite",
-            f"{later_overhead:.2f} s (median of {len(existing)})",
-            "< 0.5 s",
-            later_overhead < 0.5,
-        ),
-        reason=overhead_reason,
-    )
+    for label, items in (("fresh sprite", [fresh]), ("existing sprite", existing)):
+        own = median([item.own for item in items])
+        overhead = median([item.overhead for item in items])
+        count = items[0].count
+        section.add(
+            Figure(
+                f"glue overhead, {label}",
+                f"{own:.2f} s af-remote's own (formula: {overhead:.2f} s, with "
+                f"{count}x{start_ms:.0f} ms stand-in start-up"
+                + (
+                    f", {items[0].create_work:.2f} s stand-in create)"
+                    if label == "fresh sprite"
+                    else ")"
+                )
+                + ("" if len(items) == 1 else f" (medians of {len(items)})"),
+                "< 0.5 s",
+                own < 0.5,
+            ),
+            reason=overhead_reason,
+        )
     section.details += table(
         UP_COLUMNS,
         [up_row(f"agent {n}", item) for n, item in enumerate(runs, start=1)],
@@ -470,7 +493,9 @@ def report_critical(section: Section, runs: list[UpRun], stand_in_start: float) 
     section.details.append("")
     section.details.append(
         f"Stand-in process start-up (`sprite --help`, median of 5): "
-        f"{stand_in_start * 1000:.0f} ms per invocation, inside the glue overhead."
+        f"{start_ms:.0f} ms per invocation. It falls inside the formula's glue "
+        "overhead but is the test stand-in's cost, not af-remote's, so the target "
+        "is judged on af-remote's own share."
         + (
             f" Stand-in work in `create` beyond the latency: "
             f"{exec_seconds(create[0]) - LATENCY:.2f} s."
@@ -505,7 +530,8 @@ def report_sequential(section: Section, runs: list[UpRun]) -> None:
             "each later agent: wall time",
             f"{wall:.2f} s = {LATENCY:g} latency + {session:.2f} session + "
             f"{rest:.2f} rest of bootstrap + "
-            f"{median([item.overhead for item in later]):.2f} glue",
+            f"{median([item.overhead for item in later]):.2f} glue with stand-in "
+            "start-up (medians)",
             "-",
             None,
         )
@@ -707,6 +733,7 @@ def bench_fanout(project_maker: Callable[..., Any]) -> Section:
             args = ["up", "--json", "--prompt", f"fan-out {name}", "--name", name]
             return args, {"AF_REMOTE_SERVER_PORT": str(free_port())}
 
+        start = standin_startup(standin)
         children_before = harness.children_cpu_seconds()
         (solo,) = harness.run_parallel(project.root, [command("fan-solo")])
         solo_cpu = sandbox_cpu(standin, ["fan-solo"])
@@ -720,7 +747,9 @@ def bench_fanout(project_maker: Callable[..., Any]) -> Section:
             item.check()
         ups = [
             UpRun(
-                item, invocations_between(standin, item.started_at, item.ended_at, name)
+                item,
+                invocations_between(standin, item.started_at, item.ended_at, name),
+                start,
             )
             for item, name in zip([solo, *batch], ["fan-solo", *names], strict=True)
         ]
