@@ -3,7 +3,13 @@
 For a sprite, a ``sprite proxy`` forwards a free local port to the server; the TUI
 talks to ``http://127.0.0.1:PORT`` with the password in its environment (never in
 argv). The proxy lives exactly as long as the TUI: it is stopped when the TUI
-exits, is interrupted, or fails to start.
+exits, is interrupted, fails to start, or loses its terminal; and a proxy that dies
+under the TUI closes it, since the TUI never recovers its event stream.
+
+Two environment variables, for tests and for users with special needs:
+``AF_REMOTE_PROXY_PORT`` forces the local port of the proxy (default: a free one),
+``AF_REMOTE_ATTACH_TIMEOUT`` is how many seconds to wait for the server through the
+proxy (default 60; a paused sprite wakes within it).
 """
 
 from __future__ import annotations
@@ -14,19 +20,23 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from af_remote import lifecycle, listing, native, project, ui
-from af_remote.errors import AfRemoteError, NotReadyError
+from af_remote.errors import AfRemoteError, NotReadyError, UsageError
 from af_remote.local import LocalSandbox
 from af_remote.records import Record
 
 HEALTH_TIMEOUT = 60.0
+PROXY_PORT_VARIABLE = "AF_REMOTE_PROXY_PORT"
+TIMEOUT_VARIABLE = "AF_REMOTE_ATTACH_TIMEOUT"
 DEFAULT_VERSION = "1.18.33"
 
 
@@ -55,7 +65,7 @@ def attach(reference: str | None, *, provider: str | None) -> int:
         ui.progress(
             f"attaching to session {spawn['session_id']} (quit the TUI to detach)"
         )
-        return _run_foreground(argv, password)
+        return _run_foreground(argv, password, endpoint)
 
 
 def find_opencode(spawn: Record, version: str) -> Path:
@@ -84,6 +94,21 @@ class Endpoint:
     url: str
     proxy: subprocess.Popen[bytes] | None = None
     proxy_argv: list[str] = field(default_factory=list)
+    # What to run by hand when the server does not answer through the proxy.
+    inspect_argv: list[str] = field(default_factory=list)
+    proxy_output: IO[bytes] | None = None
+
+    def proxy_failure(self) -> str:
+        """How the proxy ended: its exit code and the last line it printed."""
+        proxy = self.proxy
+        if proxy is None or proxy.returncode is None:
+            return ""
+        output = b""
+        if self.proxy_output is not None:
+            self.proxy_output.seek(0)
+            output = self.proxy_output.read()
+        lines = output.decode(errors="replace").strip().splitlines()
+        return f"exited with {proxy.returncode}: {(lines or ['no output'])[-1]}"
 
 
 @contextmanager
@@ -100,26 +125,54 @@ def _endpoint(spawn: Record) -> Iterator[Endpoint]:
         yield Endpoint(f"http://127.0.0.1:{port}")
         return
     sprite = lifecycle.sprite_of(spawn)
-    local_port = free_port()
+    local_port = _local_port()
     argv = sprite.proxy_argv(local_port, int(extras.get("server_port") or 8080))
+    inspect = sprite.exec_argv(["sprite-env", "services", "list"])
     ui.log.info("$ %s", native.display(argv))
+    # A file rather than a pipe: nobody reads the proxy's output while the TUI runs,
+    # and a full pipe would stall it.
+    with tempfile.TemporaryFile() as output:
+        try:
+            # Its own session: Ctrl-C in the TUI must not kill the proxy before we do.
+            proxy = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=output,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise AfRemoteError(
+                "`sprite` is not on PATH", hint="install the sprite CLI and log in"
+            ) from None
+        try:
+            yield Endpoint(
+                f"http://127.0.0.1:{local_port}", proxy, argv, inspect, output
+            )
+        finally:
+            _stop(proxy)
+
+
+def _local_port() -> int:
+    forced = os.environ.get(PROXY_PORT_VARIABLE)
+    if not forced:
+        return free_port()
+    if not forced.isdigit() or not 0 < int(forced) < 65536:
+        raise UsageError(f"{PROXY_PORT_VARIABLE}={forced!r}: not a TCP port")
+    return int(forced)
+
+
+def _health_timeout() -> float:
+    configured = os.environ.get(TIMEOUT_VARIABLE)
+    if not configured:
+        return HEALTH_TIMEOUT
     try:
-        # Its own session: Ctrl-C in the TUI must not kill the proxy before we do.
-        proxy = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise AfRemoteError(
-            "`sprite` is not on PATH", hint="install the sprite CLI and log in"
-        ) from None
-    try:
-        yield Endpoint(f"http://127.0.0.1:{local_port}", proxy, argv)
-    finally:
-        _stop(proxy)
+        seconds = float(configured)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{TIMEOUT_VARIABLE}={configured!r}: not a number of seconds")
+    return seconds
 
 
 def _wait_healthy(endpoint: Endpoint, password: str) -> dict[str, Any]:
@@ -131,15 +184,12 @@ def _wait_healthy(endpoint: Endpoint, password: str) -> dict[str, Any]:
         if proxy is None:
             return server.wait_healthy(10.0)
         ui.progress("waiting for the server through sprite proxy")
-        deadline = time.monotonic() + HEALTH_TIMEOUT
+        timeout = _health_timeout()
+        deadline = time.monotonic() + timeout
         while True:
             if proxy.poll() is not None:
-                output = (
-                    proxy.stderr.read().decode(errors="replace") if proxy.stderr else ""
-                )
-                last = (output.strip().splitlines() or ["no output"])[-1]
                 raise AfRemoteError(
-                    f"sprite proxy exited with {proxy.returncode}: {last}",
+                    f"sprite proxy {endpoint.proxy_failure()}",
                     hint=f"to see it yourself: {native.display(endpoint.proxy_argv)}",
                 )
             remaining = deadline - time.monotonic()
@@ -148,33 +198,69 @@ def _wait_healthy(endpoint: Endpoint, password: str) -> dict[str, Any]:
             except AfRemoteError:
                 if time.monotonic() >= deadline:
                     raise AfRemoteError(
-                        "the server did not answer through the proxy within "
-                        f"{HEALTH_TIMEOUT:.0f}s",
-                        hint="look at the sprite: `af-remote status`",
+                        "the OpenCode server did not answer through sprite proxy "
+                        f"within {timeout:g}s",
+                        hint="`af-remote status` asks the sprite; by hand: "
+                        + native.display(endpoint.inspect_argv),
                     ) from None
 
 
-def _run_foreground(argv: list[str], password: str) -> int:
+def _run_foreground(argv: list[str], password: str, endpoint: Endpoint) -> int:
     environment = {**os.environ, "OPENCODE_SERVER_PASSWORD": password}
     ui.log.info("$ %s", native.display(argv))
     with _signals_end_the_tui():
         child = subprocess.Popen(argv, env=environment)
-        try:
-            status = child.wait()
-        except _TerminalGone as gone:
-            status = -gone.signum
-        finally:
-            _stop_tui(child)
+        with _closed_when_the_proxy_dies(endpoint.proxy, child) as proxy_died:
+            try:
+                status = child.wait()
+            except _TerminalGone as gone:
+                status = -gone.signum
+            finally:
+                _stop_tui(child)
+    if proxy_died.is_set():
+        raise AfRemoteError(
+            f"sprite proxy {endpoint.proxy_failure()}; the TUI was closed",
+            hint="`af-remote attach` connects again",
+        )
     # A TUI ended by a signal reports it the way a shell would.
     return 128 - status if status < 0 else status
 
 
-class _TerminalGone(Exception):
+@contextmanager
+def _closed_when_the_proxy_dies(
+    proxy: subprocess.Popen[bytes] | None, tui: subprocess.Popen[bytes]
+) -> Iterator[threading.Event]:
+    """A TUI whose proxy died shows a screen that never updates again (its event
+    stream does not reconnect), so it is closed rather than left looking alive."""
+    died = threading.Event()
+    if proxy is None:
+        yield died
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if proxy.poll() is not None:
+                died.set()
+                tui.terminate()
+                return
+
+    watcher = threading.Thread(target=watch, name="proxy-watch", daemon=True)
+    watcher.start()
+    try:
+        yield died
+    finally:
+        done.set()
+        watcher.join()
+
+
+class _TerminalGone(AfRemoteError):
     """The terminal hung up, or af-remote was told to stop, while the TUI ran."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signum)
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
         self.signum = signum
+        self.exit_code = 128 + signum
 
 
 @contextmanager
