@@ -771,8 +771,12 @@ def bench_fanout(project_maker: Callable[..., Any]) -> Section:
         f"single run's {solo_cpu:.1f}), which {cores} cores cannot finish in less "
         f"than {floor:.1f} s. On Sprites each sandbox has its own VM; here the batch "
         f"took {batch_wall / max(floor, solo.wall):.2f}x the larger of that floor "
-        "and the single run. The glue's share (overhead per run, below) is what "
-        "af-remote controls.",
+        "and the single run. What would meet it is a sandbox per machine, as on "
+        "Sprites, or a machine with the cores for 8 OpenCode servers starting at "
+        "once; nothing in af-remote runs the spawns one after another (each run "
+        "made its own 2 calls; its own share is in the table below, and under this "
+        "contention it also absorbs the stand-in start-ups' excess over their idle "
+        "time).",
     )
     section.add(
         Figure(
