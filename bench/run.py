@@ -92,7 +92,10 @@ def af_remote_command() -> tuple[list[str], str]:
     installed beside it, else ``python -m af_remote``."""
     script = Path(sys.executable).parent / "af-remote"
     if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)], f"`{script.relative_to(script.parent.parent)}` script"
+        shown = (
+            script.relative_to(CHECKOUT) if script.is_relative_to(CHECKOUT) else script
+        )
+        return [str(script)], f"console script `{shown}` that pip installed"
     return [sys.executable, "-m", "af_remote"], "`python -m af_remote`"
 
 
