@@ -202,9 +202,16 @@ define_services() {
   ensure_service "$SERVER_SERVICE" "$config_changed" \
     --cmd "$ROOT/bin/serve.sh" --args "$AF_SERVER_PORT" --http-port "$AF_SERVER_PORT"
   if [[ "$AF_KEEPALIVE" == on ]]; then
+    local args="$AF_SERVER_PORT,$AF_KEEPALIVE_INTERVAL,$AF_KEEPALIVE_EXPIRE" current
+    # A service keeps the arguments it was created with, so new settings (poll,
+    # expiry, port) need a new one; the old one releases its hold as it stops and
+    # the new one takes it again at its first poll.
+    current=$(sprite-env services get "$KEEPALIVE_SERVICE" 2>/dev/null | json_get args || true)
+    if [[ -n "$current" && "$current" != "$args" ]]; then
+      sprite-env services delete "$KEEPALIVE_SERVICE" >&2
+    fi
     ensure_service "$KEEPALIVE_SERVICE" "$keepalive_changed" \
-      --cmd "$ROOT/bin/keepalive.sh" \
-      --args "$AF_SERVER_PORT,$AF_KEEPALIVE_INTERVAL,$AF_KEEPALIVE_EXPIRE" --needs "$SERVER_SERVICE"
+      --cmd "$ROOT/bin/keepalive.sh" --args "$args" --needs "$SERVER_SERVICE"
   elif [[ -n "$(service_status "$KEEPALIVE_SERVICE")" ]]; then
     sprite-env services delete "$KEEPALIVE_SERVICE" >&2
     sprite-env curl -X DELETE "/v1/tasks/$KEEPALIVE_SERVICE" >/dev/null 2>&1 || true
