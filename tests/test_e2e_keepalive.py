@@ -275,6 +275,18 @@ def test_the_keepalive_holds_a_busy_sprite_awake_and_lets_it_go(
     ), keepalive_events(sprite_standin)
     assert agent.task() is None
 
+    # New settings reach the running keep-alive with the next `up`.
+    again = af_json(project.root, "up", env={"AF_REMOTE_KEEPALIVE_INTERVAL": "2"})
+    assert again["spawn_id"] == agent.spawn["spawn_id"]
+    services = json.loads(
+        (sprite_standin.sprite_dir(SANDBOX) / "services.json").read_text()
+    )
+    assert services[TASK]["args"] == [str(port), "2", str(KEEPALIVE_EXPIRE)]
+    assert sprite_standin.wait_for(
+        lambda: len(watching_lines(sprite_standin)) == 3, timeout=5
+    ), keepalive_events(sprite_standin)
+    assert keepalive_events(sprite_standin)[-1][1].endswith("every 2s")
+
     events = keepalive_events(sprite_standin)
     ((held_at, released_at),) = holds_of(events)
     held_after = held_at - agent.up_returned_epoch
