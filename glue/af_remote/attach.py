@@ -65,7 +65,15 @@ def attach(reference: str | None, *, provider: str | None) -> int:
         ui.progress(
             f"attaching to session {spawn['session_id']} (quit the TUI to detach)"
         )
-        return _run_foreground(argv, password, endpoint)
+        status = _run_foreground(argv, password, endpoint)
+    if status == 0:
+        # The TUI's parting hint (`opencode -s ID`) works only on the server's
+        # machine; say how to come back from this one.
+        ui.progress(
+            "detached; the agent keeps running "
+            f"(`af-remote attach {spawn['spawn_id']}` returns to it)"
+        )
+    return status
 
 
 def find_opencode(spawn: Record, version: str) -> Path:
