@@ -237,7 +237,10 @@ def quit_with_ctrl_c(attached: Attached) -> None:
         assert watch.rounds > 5 and watch.leaks == []
         tmux.send_keys(TUI_QUIT_KEY)
         assert exit_code(tmux) == 0
-        assert f"opencode -s {session_id}" in tmux.capture()
+        farewell = tmux.capture()
+        assert f"opencode -s {session_id}" in farewell
+        spawn_id = attached.spawn["spawn_id"]
+        assert f"`af-remote attach {spawn_id}` returns to it" in farewell
     finally:
         tmux.kill()
     assert proxies_of(standin) == [] and tuis_of(session_id) == []
