@@ -55,8 +55,9 @@ DUE_SECONDS = STREAM_SECONDS + 12
 # A poll is the interval's sleep plus its own requests (a few local round trips).
 POLL_SECONDS = KEEPALIVE_INTERVAL + 1.0
 PROMPT = "Take your time with this answer, please."
-TASK = "af-keepalive"
-SERVICE_LOG = "logs/services/af-keepalive.log"
+# The keep-alive service and the task it holds share a name.
+SERVICE = TASK = "af-keepalive"
+SERVICE_LOG = f"logs/services/{SERVICE}.log"
 # "<time> [stderr] <keepalive.sh's own time> keepalive: <message>"
 LOG_LINE = re.compile(r"^(\S+Z) \[std(?:out|err)\] (?:\S+ keepalive: )?(.*)$")
 
@@ -190,8 +191,10 @@ class HeldRun:
 
 def watch_held_reply(agent: Agent, prompt: str) -> HeldRun:
     """Watch a busy agent that only the keep-alive holds until its reply is done."""
-    # Nothing but the keep-alive holds the sprite past the idle window.
+    # Until the status exec below, only the keep-alive's task can keep the sprite
+    # running past the idle window (the looks from the host do not).
     agent.watch_until_done(IDLE_SECONDS + 1.5)
+    assert agent.samples[-1][0] > IDLE_SECONDS, agent.samples
     assert agent.task() is not None, agent.samples
     busy = agent.status()
     assert busy["session"]["state"] == "busy", busy
@@ -281,7 +284,7 @@ def test_the_keepalive_holds_a_busy_sprite_awake_and_lets_it_go(
     services = json.loads(
         (sprite_standin.sprite_dir(SANDBOX) / "services.json").read_text()
     )
-    assert services[TASK]["args"] == [str(port), "2", str(KEEPALIVE_EXPIRE)]
+    assert services[SERVICE]["args"] == [str(port), "2", str(KEEPALIVE_EXPIRE)]
     assert sprite_standin.wait_for(
         lambda: len(watching_lines(sprite_standin)) == 3, timeout=5
     ), keepalive_events(sprite_standin)
