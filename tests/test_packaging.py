@@ -21,8 +21,8 @@ from conftest import CHECKOUT, GLUE, git
 # captured before the fixtures isolate each test from them.
 _USER_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
-SET_LINE = "set -euo pipefail\n"
-TEMPLATE_SET_LINE = "set -Eeuo pipefail\n"
+SET_LINE = "readonly MARK='::af-remote::'\n"
+TEMPLATE_SET_LINE = "readonly MARK='::af-remote::' # the protocol's marker\n"
 USER_TAIL = "\n# my own closing step\necho 'bootstrap finished' >&2\n"
 
 

@@ -17,11 +17,13 @@ from af_remote import project
 from af_remote.render import BASE_DIR
 from conftest import RunCli, git
 
-# Lines every shell script of the templates has (STYLE.md), so the tests do not
-# depend on what the scripts do.
-SET_LINE = "set -euo pipefail\n"
-TEMPLATE_SET_LINE = "set -Eeuo pipefail\n"
-USER_SET_LINE = "set -euxo pipefail\n"
+# A line every bootstrap.sh has (the protocol's marker), so the tests do not depend
+# on what the scripts do.
+SET_LINE = "readonly MARK='::af-remote::'\n"
+TEMPLATE_SET_LINE = "readonly MARK='::af-remote::' # the protocol's marker\n"
+USER_SET_LINE = "readonly MARK='::af-remote::' # mine\n"
+SERVE_LINE = "set -euo pipefail\n"  # serve.sh's
+SERVE_CHANGED = "set -Eeuo pipefail\n"
 USER_TAIL = "\n# my own closing step\necho 'bootstrap finished' >&2\n"
 MARKERS = ("<<<<<<< yours", "=======", ">>>>>>> new template")
 
@@ -89,8 +91,8 @@ def test_edit_of_the_lines_the_template_changed_is_a_conflict(
     # An unrelated template change elsewhere still arrives.
     replace_once(
         templates / "local" / "serve.sh",
-        SET_LINE,
-        SET_LINE + "shopt -s nullglob\n",
+        SERVE_LINE,
+        SERVE_LINE + "shopt -s nullglob\n",
     )
 
     result = run_cli("update", cwd=scratch_repo)
@@ -132,7 +134,7 @@ def test_untouched_files_follow_the_template(
     rendered: Path, templates: Path, scratch_repo: Path, run_cli: RunCli
 ) -> None:
     template = templates / "local"
-    replace_once(template / "serve.sh", SET_LINE, TEMPLATE_SET_LINE)
+    replace_once(template / "serve.sh", SERVE_LINE, SERVE_CHANGED)
     (template / "notes.md").write_text("New in this release.\n")
     (template / "opencode.json").unlink()
 
@@ -254,7 +256,7 @@ def test_refuses_outside_git(tmp_path: Path, templates: Path, run_cli: RunCli) -
     plain = tmp_path / "plain"
     plain.mkdir()
     assert run_cli("init", "--provider", "local", "--defaults", cwd=plain)[0] == 0
-    replace_once(templates / "local" / "serve.sh", SET_LINE, TEMPLATE_SET_LINE)
+    replace_once(templates / "local" / "serve.sh", SERVE_LINE, SERVE_CHANGED)
     before = (plain / ".af-remote" / "local" / "serve.sh").read_text()
 
     result = run_cli("update", cwd=plain)
@@ -305,7 +307,7 @@ def test_secrets_file_does_not_block_an_update(
     rendered: Path, templates: Path, scratch_repo: Path, run_cli: RunCli
 ) -> None:
     (rendered / "secrets.env").write_text("ANTHROPIC_API_KEY=sk-test\n")
-    replace_once(templates / "local" / "serve.sh", SET_LINE, TEMPLATE_SET_LINE)
+    replace_once(templates / "local" / "serve.sh", SERVE_LINE, SERVE_CHANGED)
 
     result = run_cli("update", cwd=scratch_repo)
 
