@@ -120,7 +120,7 @@ LAYERED = [
     ("SERVER_PORT", "server_port", "9000", "9100", "9200", (9000, 9100, 9200)),
     ("MODEL", "model", "f/model", "e/model", "x/model", None),
     ("KEEPALIVE", "keepalive", "off", "on", "off", (False, True, False)),
-    ("KEEPALIVE_INTERVAL", "keepalive_interval", "20", "30", "40", (20, 30, 40)),
+    ("KEEPALIVE_INTERVAL", "keepalive_interval", "5", "12", "20", (5, 12, 20)),
     ("OPENCODE_VERSION", "opencode_version", "1.2.3", "1.2.4-rc.1", "2.0.0", None),
 ]
 
@@ -231,7 +231,7 @@ BAD_VALUES = [
     ("SOURCE_URL", "https://x.test/a b.git", "must be a git URL without spaces"),
     ("SOURCE_REF", "main;rm", "a branch, tag or commit"),
     ("KEEPALIVE", "yes", "must be one of on, off"),
-    ("KEEPALIVE_INTERVAL", "0", "must be a whole number from 1 to 600"),
+    ("KEEPALIVE_INTERVAL", "0", "must be a whole number from 1 to 25"),
     ("KEEPALIVE_EXPIRE", "4", "must be a whole number from 5 to 3600"),
 ]
 

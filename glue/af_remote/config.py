@@ -196,7 +196,8 @@ def _settings(
         source_ref=text("SOURCE_REF", _URL, "a branch, tag or commit") or None,
         forward_secrets=names,
         keepalive=choice("KEEPALIVE", "on", "off") == "on",
-        keepalive_interval=number("KEEPALIVE_INTERVAL", 1, 600),
+        # A poll slower than ~25 s could miss a sprite's 30 s idle window.
+        keepalive_interval=number("KEEPALIVE_INTERVAL", 1, 25),
         keepalive_expire=number("KEEPALIVE_EXPIRE", 5, 3600),
         opencode_prefix=raw["OPENCODE_PREFIX"][0].strip() or None,
     )

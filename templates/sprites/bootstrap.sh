@@ -270,6 +270,20 @@ send_prompt() {
     --data-binary "@$incoming/prompt.json" >/dev/null
   touch "$state/prompt_sent"
   rm -f "$incoming/prompt.json"
+  hold_awake
+}
+
+# The agent starts working now, but the keep-alive sees it only at its next poll
+# (and the server may be slow to answer while the agent starts): take the hold
+# here so that the sprite cannot pause in between. The keep-alive refreshes or
+# releases it from then on.
+hold_awake() {
+  if [[ "$AF_KEEPALIVE" == on ]]; then
+    sprite-env curl --fail -X PUT "/v1/tasks/$KEEPALIVE_SERVICE" \
+      -H 'Content-Type: application/json' \
+      -d "{\"expire\":\"${AF_KEEPALIVE_EXPIRE}s\"}" >/dev/null ||
+      echo "bootstrap: could not take the keep-alive hold; the keep-alive will" >&2
+  fi
 }
 
 print_result() {
