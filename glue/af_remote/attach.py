@@ -185,7 +185,7 @@ def _health_timeout() -> float:
 
 def _wait_healthy(endpoint: Endpoint, password: str) -> dict[str, Any]:
     """Health through the endpoint; through a proxy this also wakes the sprite."""
-    from af_remote.opencode import Server
+    from af_remote.opencode import PasswordRefused, Server
 
     with Server(endpoint.url, password, timeout=5.0) as server:
         proxy = endpoint.proxy
@@ -203,6 +203,8 @@ def _wait_healthy(endpoint: Endpoint, password: str) -> dict[str, Any]:
             remaining = deadline - time.monotonic()
             try:
                 return server.wait_healthy(min(2.0, max(0.1, remaining)))
+            except PasswordRefused:
+                raise
             except AfRemoteError:
                 if time.monotonic() >= deadline:
                     raise AfRemoteError(

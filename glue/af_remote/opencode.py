@@ -17,6 +17,10 @@ from af_remote.ui import log
 USER = "opencode"
 
 
+class PasswordRefused(AfRemoteError):
+    """The server answered 401: retrying cannot help."""
+
+
 class Server:
     def __init__(self, base_url: str, password: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -48,7 +52,7 @@ class Server:
             ) from error
         log.debug("  -> %s", response.status_code)
         if response.status_code == 401:
-            raise AfRemoteError(
+            raise PasswordRefused(
                 f"OpenCode server at {self.base_url} refused the password",
                 hint="the local password file does not match the sandbox's",
             )
@@ -73,6 +77,8 @@ class Server:
                 # Short attempts: a connection made just as the server starts
                 # listening can be accepted and never answered.
                 return self.health(timeout=1.0)
+            except PasswordRefused:
+                raise
             except (AfRemoteError, httpx.HTTPError) as error:
                 if time.monotonic() + delay > deadline:
                     raise AfRemoteError(
