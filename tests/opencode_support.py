@@ -407,11 +407,21 @@ class Tmux:
 
     def wait_exit(self, timeout: float = 10.0) -> int:
         deadline = time.monotonic() + timeout
-        while (status := self.exit_status()) is None:
-            if time.monotonic() > deadline:
+        # tmux marks the pane dead a moment before it has the exit status, which
+        # then reads as "no status" (-1): give it that moment.
+        settle = None
+        while (status := self.exit_status()) is None or status == -1:
+            now = time.monotonic()
+            if status == -1:
+                settle = settle or now + 1.0
+                if now > settle:
+                    return status
+            if now > deadline:
                 raise TimeoutError("the terminal program did not exit")
             time.sleep(0.05)
         return status
 
     def kill(self) -> None:
         self._run("kill-server", check=False)
+        socket_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (socket_dir / self.socket_name).unlink(missing_ok=True)
