@@ -20,7 +20,6 @@ import copy
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -367,6 +366,8 @@ def _check_shape(path: Path, document: Any) -> None:
 
 
 def _write_atomically(path: Path, document: dict[str, Any]) -> None:
+    import tempfile  # only writers need it; `ls` reads
+
     data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
     try:
         descriptor, temp_name = tempfile.mkstemp(

@@ -6,42 +6,62 @@ Every line passes through :func:`af_remote.redact.redact` on its way out.
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-from typing import Any
 
 from af_remote.redact import redact
 
-log = logging.getLogger("af_remote")
+TYPE_CHECKING = False  # typing itself is not worth importing for --help
+if TYPE_CHECKING:
+    import logging
 
 QUIET = 0
 NORMAL = 1
 VERBOSE = 2
 
 _verbosity = NORMAL
-
-
-class _RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+_logger: logging.Logger | None = None
 
 
 def configure(*, verbose: bool, quiet: bool) -> None:
     """Set the verbosity: ``-v`` logs every native command and its output."""
     global _verbosity
     _verbosity = VERBOSE if verbose else QUIET if quiet else NORMAL
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("af-remote: %(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(
-        logging.DEBUG
-        if _verbosity == VERBOSE
-        else logging.ERROR
-        if _verbosity == QUIET
-        else logging.WARNING
-    )
+    if _logger is not None:
+        _set_level(_logger)
+
+
+def __getattr__(name: str) -> logging.Logger:
+    # `log` is made on first use: importing logging costs more than `--help` and
+    # `ls` take otherwise, and they never log.
+    if name == "log":
+        return _make_logger()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _make_logger() -> logging.Logger:
+    global _logger
+    if _logger is None:
+        import logging
+
+        class RedactingFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return redact(super().format(record))
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(RedactingFormatter("af-remote: %(message)s"))
+        logger = logging.getLogger("af_remote")
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        _set_level(logger)
+        _logger = logger
+    return _logger
+
+
+def _set_level(logger: logging.Logger) -> None:
+    import logging
+
+    levels = {VERBOSE: logging.DEBUG, QUIET: logging.ERROR, NORMAL: logging.WARNING}
+    logger.setLevel(levels[_verbosity])
 
 
 def is_verbose() -> bool:
@@ -68,5 +88,7 @@ def out(text: str = "") -> None:
     print(redact(text), flush=True)
 
 
-def out_json(data: Any) -> None:
+def out_json(data: object) -> None:
+    import json
+
     print(redact(json.dumps(data, indent=2, sort_keys=True)), flush=True)
