@@ -41,14 +41,18 @@ def __getattr__(name: str) -> logging.Logger:
 def _make_logger() -> logging.Logger:
     global _logger
     if _logger is None:
+        import contextlib
         import logging
 
-        class RedactingFormatter(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                return redact(super().format(record))
+        class RedactedStderr(logging.Handler):
+            # Writes to whatever sys.stderr is at the time, and never lets
+            # logging print a raw traceback of its own (which is not redacted).
+            def emit(self, record: logging.LogRecord) -> None:
+                with contextlib.suppress(Exception):  # a log line is not worth a crash
+                    print(redact(self.format(record)), file=sys.stderr, flush=True)
 
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(RedactingFormatter("af-remote: %(message)s"))
+        handler = RedactedStderr()
+        handler.setFormatter(logging.Formatter("af-remote: %(message)s"))
         logger = logging.getLogger("af_remote")
         logger.handlers[:] = [handler]
         logger.propagate = False
