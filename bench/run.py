@@ -276,9 +276,8 @@ def bench_startup(rounds: int = STARTUP_ROUNDS) -> Section:
 class UpRun:
     """One ``af-remote up``, with the sandbox's share of its time."""
 
-    run: Run
+    run: Run  # with -v, so that each native command's launch shows as a line
     invocations: list[dict[str, Any]]
-    standin_start: float  # one stand-in process start-up, measured apart
 
     @property
     def count(self) -> int:
@@ -307,11 +306,39 @@ class UpRun:
         return sum(exec_seconds(i) - LATENCY for i in creates)
 
     @property
+    def launches(self) -> list[float]:
+        """When af-remote launched each `sprite` (its -v log line), from its start."""
+        return [
+            offset
+            for offset, line in self.run.progress
+            if line.startswith("af-remote: $ sprite ")
+        ]
+
+    def _relative(self, epoch: float) -> float:
+        return epoch - self.run.started_at
+
+    @property
+    def standin_starts(self) -> float:
+        """From each launch to the moment the stand-in logs its start: the start-up
+        of a Python script behind a pyenv shim, which a Go binary does not pay."""
+        if len(self.launches) != self.count:
+            return 0.0
+        return sum(
+            self._relative(float(call["start"])) - launched
+            for call, launched in zip(self.invocations, self.launches, strict=True)
+        )
+
+    @property
+    def after_last_call(self) -> float:
+        if not self.invocations:
+            return self.run.wall
+        return self.run.wall - self._relative(float(self.invocations[-1]["end"]))
+
+    @property
     def own(self) -> float:
-        """af-remote's share: time with no `sprite` process running, less the
-        start-up of those processes (which the stand-in's log does not cover)."""
-        outside = self.run.wall - sum(exec_seconds(i) for i in self.invocations)
-        return outside - self.count * self.standin_start
+        """af-remote's share: until the first launch, from each invocation's end to
+        the next launch, and from the last end to the exit."""
+        return self.overhead - self.create_work - self.standin_starts
 
     @property
     def steps_span(self) -> float | None:
@@ -324,25 +351,9 @@ class UpRun:
         return None if begun is None or ended is None else ended - begun
 
 
-def up(standin: Standin, cwd: Path, start: float, *args: str) -> UpRun:
-    run = harness.run_af(cwd, "up", *args, "--json").check()
-    calls = invocations_between(standin, run.started_at, run.ended_at)
-    return UpRun(run, calls, start)
-
-
-def standin_startup(standin: Standin) -> float:
-    """One stand-in process start-up, which its invocation log does not include.
-
-    The stand-in is a Python script (here behind a pyenv shim); the real CLI is a
-    Go binary that starts in milliseconds and spends its time on the network,
-    which the injected latency stands for.
-    """
-    samples = []
-    for _ in range(5):
-        started = time.perf_counter()
-        standin.run("--help", check=True)
-        samples.append(time.perf_counter() - started)
-    return median(samples)
+def up(standin: Standin, cwd: Path, *args: str) -> UpRun:
+    run = harness.run_af(cwd, "up", *args, "--json", "-v").check()
+    return UpRun(run, invocations_between(standin, run.started_at, run.ended_at))
 
 
 def up_row(label: str, item: UpRun) -> list[str]:
@@ -355,7 +366,7 @@ def up_row(label: str, item: UpRun) -> list[str]:
         "-" if span is None else f"{span:.2f}",
         f"{item.overhead:.2f}",
         f"{item.create_work:.2f}",
-        f"{item.count * item.standin_start:.2f}",
+        f"{item.standin_starts:.2f}",
         f"{item.own:.2f}",
     ]
 
@@ -386,10 +397,13 @@ def bench_up_and_attach(project_maker: Callable[..., Any]) -> list[Section]:
         f"`af-remote up` - bootstrap time - invocations x {LATENCY:g} s. That "
         "formula also counts two costs of the stand-in, shown in their own columns: "
         "its work in `create` beyond the latency, and the start-up of each `sprite` "
-        "process (a Python script behind a pyenv shim here, measured apart with "
-        "`sprite --help`; the real CLI is a Go binary whose time is the round trip "
-        "the latency stands for). The target is judged on **af-remote's own** "
-        "share: the time no `sprite` process was running, less those start-ups. "
+        "process (a Python script behind a pyenv shim here; the real CLI is a Go "
+        "binary whose time is the round trip the latency stands for). af-remote "
+        "runs with `-v`, which logs each native command as it is launched; the "
+        "bench timestamps those lines, so a start-up is the time from a launch to "
+        "the start the stand-in logs. The target is judged on **af-remote's own** "
+        "share: from its start to the first launch, from each invocation's end to "
+        "the next launch, and from the last end to its exit. "
         "*Steps span* (first to last progress line as af-remote printed them) is a "
         "cross-check of the bootstrap time seen from outside.",
     )
@@ -427,12 +441,11 @@ def bench_up_and_attach(project_maker: Callable[..., Any]) -> list[Section]:
             llm.base_url,
             data={"server_port": str(port), "sandbox": SANDBOX},
         )
-        start = standin_startup(standin)
         runs = []
         for index in range(SEQUENTIAL_AGENTS):
             prompt = ATTACH_MARKER if index == 0 else f"bench agent {index + 1}"
-            runs.append(up(standin, project.root, start, "--prompt", prompt))
-        reruns = [up(standin, project.root, start) for _ in range(RERUNS)]
+            runs.append(up(standin, project.root, "--prompt", prompt))
+        reruns = [up(standin, project.root) for _ in range(RERUNS)]
         report_critical(critical, runs)
         report_sequential(sequential, runs)
         report_rerun(rerun, reruns)
@@ -444,7 +457,6 @@ def bench_up_and_attach(project_maker: Callable[..., Any]) -> list[Section]:
 def report_critical(section: Section, runs: list[UpRun]) -> None:
     fresh, existing = runs[0], runs[1:]
     later_counts = [item.count for item in existing]
-    start_ms = fresh.standin_start * 1000
     section.add(
         Figure(
             "`up` invocations, fresh sprite",
@@ -463,26 +475,28 @@ def report_critical(section: Section, runs: list[UpRun]) -> None:
         ),
         reason="more than one exec on the critical path.",
     )
-    overhead_reason = (
-        "af-remote's own time outside the sandbox (interpreter and imports, "
-        "settings, `git bundle`, record writes) is above the target on this "
-        "machine; see the per-run table."
-    )
     for label, items in (("fresh sprite", [fresh]), ("existing sprite", existing)):
+        before = median([item.launches[0] for item in items if item.launches])
+        after = median([item.after_last_call for item in items])
+        overhead_reason = (
+            f"of af-remote's own share, {before:.2f} s pass before its first native "
+            "command (interpreter start-up, imports, settings, the spawn record) "
+            f"and {after:.2f} s after its last `sprite` call (records, output); "
+            "see the timeline. Cutting the start-up of `up` (what it imports "
+            "before it runs anything: `python -X importtime -m af_remote up`) is "
+            "the change that would meet it."
+        )
         own = median([item.own for item in items])
         overhead = median([item.overhead for item in items])
-        count = items[0].count
+        starts = median([item.standin_starts for item in items])
+        create = median([item.create_work for item in items])
         section.add(
             Figure(
                 f"glue overhead, {label}",
-                f"{own:.2f} s af-remote's own (formula: {overhead:.2f} s, with "
-                f"{count}x{start_ms:.0f} ms stand-in start-up"
-                + (
-                    f", {items[0].create_work:.2f} s stand-in create)"
-                    if label == "fresh sprite"
-                    else ")"
-                )
-                + ("" if len(items) == 1 else f" (medians of {len(items)})"),
+                f"{own:.2f} s af-remote's own (formula: {overhead:.2f} s = own + "
+                f"{starts:.2f} s stand-in start-ups"
+                + (f" + {create:.2f} s stand-in create" if create else "")
+                + (")" if len(items) == 1 else f"; medians of {len(items)})"),
                 "< 0.5 s",
                 own < 0.5,
             ),
@@ -492,20 +506,30 @@ def report_critical(section: Section, runs: list[UpRun]) -> None:
         UP_COLUMNS,
         [up_row(f"agent {n}", item) for n, item in enumerate(runs, start=1)],
     )
-    create = [i for i in fresh.invocations if i["subcommand"] == "create"]
-    section.details.append("")
-    section.details.append(
-        f"Stand-in process start-up (`sprite --help`, median of 5): "
-        f"{start_ms:.0f} ms per invocation. It falls inside the formula's glue "
-        "overhead but is the test stand-in's cost, not af-remote's, so the target "
-        "is judged on af-remote's own share."
-        + (
-            f" Stand-in work in `create` beyond the latency: "
-            f"{exec_seconds(create[0]) - LATENCY:.2f} s."
-            if create
-            else ""
-        )
-    )
+    section.details += ["", *timeline("agent 2", runs[1])]
+
+
+def timeline(label: str, item: UpRun) -> list[str]:
+    """Where af-remote's own time goes: its -v native-command lines, timestamped."""
+    events: list[tuple[float, str]] = []
+    for offset, line in item.run.progress:
+        if line.startswith("af-remote: $ "):
+            command = line.removeprefix("af-remote: $ ")
+            shown = command if len(command) <= 60 else command[:57] + "..."
+            events.append((offset, f"{offset:.2f} launch `{shown}`"))
+    for call in item.invocations:
+        begun = float(call["start"]) - item.run.started_at
+        ended = float(call["end"]) - item.run.started_at
+        text = f"{begun:.2f}-{ended:.2f} the stand-in runs `{call['subcommand']}`"
+        events.append((begun, text))
+    events.append((item.run.wall, f"{item.run.wall:.2f} af-remote exits"))
+    return [
+        f"Timeline of {label} (seconds from the start of `af-remote up`; native "
+        "commands as af-remote logged their launch, invocations as the stand-in "
+        "logged them):",
+        "",
+        *(f"- {text}" for _, text in sorted(events)),
+    ]
 
 
 def report_sequential(section: Section, runs: list[UpRun]) -> None:
@@ -533,8 +557,9 @@ def report_sequential(section: Section, runs: list[UpRun]) -> None:
             "each later agent: wall time",
             f"{wall:.2f} s = {LATENCY:g} latency + {session:.2f} session + "
             f"{rest:.2f} rest of bootstrap + "
-            f"{median([item.overhead for item in later]):.2f} glue with stand-in "
-            "start-up (medians)",
+            f"{median([item.standin_starts for item in later]):.2f} stand-in "
+            f"start-up + {median([item.own for item in later]):.2f} af-remote "
+            "(medians)",
             "-",
             None,
         )
@@ -733,10 +758,10 @@ def bench_fanout(project_maker: Callable[..., Any]) -> Section:
         )
 
         def command(name: str) -> tuple[list[str], dict[str, str]]:
-            args = ["up", "--json", "--prompt", f"fan-out {name}", "--name", name]
+            args = ["up", "--json", "-v", "--prompt", f"fan-out {name}"]
+            args += ["--name", name]
             return args, {"AF_REMOTE_SERVER_PORT": str(free_port())}
 
-        start = standin_startup(standin)
         children_before = harness.children_cpu_seconds()
         (solo,) = harness.run_parallel(project.root, [command("fan-solo")])
         solo_cpu = sandbox_cpu(standin, ["fan-solo"])
@@ -752,7 +777,6 @@ def bench_fanout(project_maker: Callable[..., Any]) -> Section:
             UpRun(
                 item,
                 invocations_between(standin, item.started_at, item.ended_at, name),
-                start,
             )
             for item, name in zip([solo, *batch], ["fan-solo", *names], strict=True)
         ]
@@ -777,9 +801,7 @@ def bench_fanout(project_maker: Callable[..., Any]) -> Section:
         "and the single run. What would meet it is a sandbox per machine, as on "
         "Sprites, or a machine with the cores for 8 OpenCode servers starting at "
         "once; nothing in af-remote runs the spawns one after another (each run "
-        "made its own 2 calls; its own share is in the table below, and under this "
-        "contention it also absorbs the stand-in start-ups' excess over their idle "
-        "time).",
+        "made its own 2 calls; its own share is in the table below).",
     )
     section.add(
         Figure(
