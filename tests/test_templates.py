@@ -4,6 +4,7 @@ data whatever they contain."""
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 from pathlib import Path
 
@@ -224,3 +225,36 @@ def test_any_answer_is_refused_or_read_back_exactly(
 
 
 _CASES = itertools.count()
+
+
+# The providers' bootstraps share most steps. Copier renders each template alone
+# (links out of a template are refused), so the shared steps are written twice;
+# this keeps the two copies from drifting apart.
+SHARED_STEPS = (
+    "step",
+    "fail",
+    "on_error",
+    "json_get",
+    "urlencode",
+    "api",
+    "install_secrets",
+    "fetch_source",
+    "place_source",
+    "install_file",
+    "create_session",
+    "print_result",
+)
+
+
+def _bash_function(script: str, name: str) -> str:
+    match = re.search(rf"^{name}\(\) \{{\n.*?^\}}\n", script, re.MULTILINE | re.DOTALL)
+    assert match, f"bootstrap.sh has no function {name}"
+    return match.group(0)
+
+
+@pytest.mark.parametrize("name", SHARED_STEPS)
+def test_shared_bootstrap_steps_are_the_same_in_both_templates(name: str) -> None:
+    templates = project.templates_dir()
+    sprites = (templates / "sprites" / "bootstrap.sh").read_text()
+    local = (templates / "local" / "bootstrap.sh").read_text()
+    assert _bash_function(sprites, name) == _bash_function(local, name)
