@@ -106,8 +106,12 @@ def load(
     return _settings(provider, project_root, render, raw)
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """The ``KEY=value`` pairs of a dotenv file; a bad line is an error."""
+def read_env_file(path: Path, *, secret: bool = False) -> dict[str, str]:
+    """The ``KEY=value`` pairs of a dotenv file; a bad line is an error.
+
+    ``secret``: the error names the line but does not quote it, since a line that
+    does not parse holds a value that was never registered for redaction.
+    """
     import io
 
     from dotenv.parser import parse_stream
@@ -128,7 +132,8 @@ def read_env_file(path: Path) -> dict[str, str]:
             text = binding.original.string
             leading = text[: len(text) - len(text.lstrip())]
             line = binding.original.line + leading.count("\n")
-            raise AfRemoteError(f"{path} line {line} does not parse: {text.strip()!r}")
+            shown = "(not shown: may hold a secret)" if secret else repr(text.strip())
+            raise AfRemoteError(f"{path} line {line} does not parse: {shown}")
         if binding.key is not None:
             values[binding.key] = binding.value or ""
     return values
@@ -213,7 +218,9 @@ def forwarded_secrets(
     """Values of the forwarded secret names: environment first, then secrets.env."""
     environ = os.environ if environ is None else environ
     secrets_path = settings.render / SECRETS_FILE
-    from_file = read_env_file(secrets_path) if secrets_path.exists() else {}
+    from_file = (
+        read_env_file(secrets_path, secret=True) if secrets_path.exists() else {}
+    )
     values: dict[str, str] = {}
     missing = []
     for name in settings.forward_secrets:
