@@ -193,6 +193,9 @@ def down(reference: str | None, *, provider: str | None, destroy: bool) -> int:
     spawn = listing.resolve(
         reference, project_root=_project_root(), provider=provider, registry=registry
     )
+    # down ends by writing sessions.json: an unusable one is found before the
+    # sandbox is touched, so the two files cannot end up disagreeing.
+    registry.sessions()
     if destroy:
         return _destroy(registry, spawn)
     if spawn.get("state") == "terminated":

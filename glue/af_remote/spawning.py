@@ -225,6 +225,7 @@ def up(args: argparse.Namespace) -> int:
     request.digest = _digest(settings, request)
     registry = Registry()
     target = make_target(settings)
+    check_inputs(settings, registry)
 
     spawn, mode = _choose_spawn(registry, settings, request)
     if request.dry_run:
@@ -298,9 +299,11 @@ def _run_spawn(
         known = _sandbox_known(registry, settings)
         previous_auth = _previous_url_auth(registry, settings, spawn_id)
         created = target.ensure(known)
-        _mark_sandbox(registry, spawn_id)
         target.apply_url_auth(previous_auth, created)
-        registry.update_spawn(spawn_id, af_remote={"url_auth": settings.url_auth})
+        # From here on the records know the sandbox exists: later runs skip create.
+        registry.update_spawn(
+            spawn_id, af_remote={"sandbox_ready": True, "url_auth": settings.url_auth}
+        )
         _keep_password(settings, target, created)
         with tempfile.TemporaryDirectory(prefix="af-remote-up-") as scratch:
             files = prepare_files(Path(scratch), settings, request, spawn, mode)
@@ -427,12 +430,23 @@ def _conflict(request: Request) -> AfRemoteError:
 # --- the files a run uploads ----------------------------------------------------
 
 
-def prepare_files(
-    scratch: Path, settings: Settings, request: Request, spawn: Record, mode: str
-) -> dict[str, Path]:
-    """Write the run's inputs into ``scratch`` (0700) and return them by name."""
-    scratch.chmod(0o700)
-    files: dict[str, Path] = {}
+def check_inputs(settings: Settings, registry: Registry) -> None:
+    """Read every local file a run depends on, before anything is recorded or the
+    provider is touched: a render or registry file that cannot be used is reported
+    now, not after a sandbox has changed."""
+    render_scripts(settings)
+    opencode_config(settings)
+    server_env(settings)
+    secrets_path = settings.render / config.SECRETS_FILE
+    if secrets_path.exists():
+        config.read_env_file(secrets_path, secret=True)
+    registry.spawns()
+    registry.sessions()
+
+
+def render_scripts(settings: Settings) -> dict[str, Path]:
+    """The render's scripts a run uploads, by name; a missing one is an error."""
+    scripts: dict[str, Path] = {}
     for name in SCRIPTS[settings.provider]:
         source = settings.render / name
         if not source.is_file():
@@ -443,7 +457,16 @@ def prepare_files(
                 hint=f"restore it with git, or `af-remote update --provider "
                 f"{settings.provider}`",
             )
-        files[name] = source
+        scripts[name] = source
+    return scripts
+
+
+def prepare_files(
+    scratch: Path, settings: Settings, request: Request, spawn: Record, mode: str
+) -> dict[str, Path]:
+    """Write the run's inputs into ``scratch`` (0700) and return them by name."""
+    scratch.chmod(0o700)
+    files = render_scripts(settings)
 
     def write(name: str, content: str | bytes, secret: bool = False) -> None:
         path = scratch / name
@@ -664,10 +687,6 @@ def _previous_url_auth(
         return None
     newest = max(earlier, key=lambda record: str(record.get("created_at", "")))
     return str(extras(newest)["url_auth"])
-
-
-def _mark_sandbox(registry: Registry, spawn_id: str) -> None:
-    registry.update_spawn(spawn_id, af_remote={"sandbox_ready": True})
 
 
 # --- output ----------------------------------------------------------------------
