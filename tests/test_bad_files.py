@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,11 +57,22 @@ def sprite_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the first test's render is kept for the others (copier is slow)."""
+    return tmp_path_factory.mktemp("renders") / "sprites"
+
+
 @pytest.fixture
-def render(run_cli: RunCli, scratch_repo: Path) -> Path:
+def render(run_cli: RunCli, scratch_repo: Path, pristine: Path) -> Path:
+    target = scratch_repo / ".af-remote" / "sprites"
+    if pristine.is_dir():
+        shutil.copytree(pristine, target)
+        return target
     result = run_cli("init", "--provider", "sprites", "--defaults", cwd=scratch_repo)
     assert result.exit_code == 0, result.stderr
-    return scratch_repo / ".af-remote" / "sprites"
+    shutil.copytree(target, pristine)
+    return target
 
 
 def running_spawn(project: Path) -> dict[str, object]:
