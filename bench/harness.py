@@ -218,13 +218,6 @@ class Run:
             raise BenchError(f"{' '.join(self.argv)} exited {self.returncode}:\n{tail}")
         return self
 
-    def seen(self, fragment: str) -> float | None:
-        """Seconds from the start until a progress line containing ``fragment``."""
-        for offset, line in self.progress:
-            if fragment in line:
-                return offset
-        return None
-
 
 def af_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {

@@ -341,13 +341,25 @@ class UpRun:
         return self.overhead - self.create_work - self.standin_starts
 
     @property
+    def steps(self) -> list[tuple[float, str]]:
+        """The bootstrap's steps as af-remote showed them (not the -v echo)."""
+        return [
+            (offset, line)
+            for offset, line in self.run.progress
+            if "/10 " in line and not line.startswith("af-remote:")
+        ]
+
+    def seen(self, fragment: str) -> float | None:
+        return next((t for t, line in self.steps if fragment in line), None)
+
+    @property
     def steps_span(self) -> float | None:
         """From the first to the last step line: the bootstrap seen from outside."""
-        first, last = self.run.seen("1/10"), self.run.seen("10/10")
+        first, last = self.seen("1/10"), self.seen("10/10")
         return None if first is None or last is None else last - first
 
     def step_time(self, start: str, end: str) -> float | None:
-        begun, ended = self.run.seen(start), self.run.seen(end)
+        begun, ended = self.seen(start), self.seen(end)
         return None if begun is None or ended is None else ended - begun
 
 
@@ -594,7 +606,7 @@ def report_rerun(section: Section, reruns: list[UpRun]) -> None:
     )
     steps: dict[str, list[float]] = {}
     for item in reruns:
-        lines = [(t, line) for t, line in item.run.progress if "/10 " in line]
+        lines = item.steps
         if not lines:
             continue
         marks = [
@@ -605,7 +617,7 @@ def report_rerun(section: Section, reruns: list[UpRun]) -> None:
         for (begun, line), (ended, _) in itertools.pairwise(marks):
             steps.setdefault(step_name(line), []).append(ended - begun)
     section.details += table(
-        ["step (time to the next step line)", "median s"],
+        ["step (time to the next step line, the last to exit)", "median s"],
         [[name, f"{median(values):.2f}"] for name, values in steps.items()],
     )
 
