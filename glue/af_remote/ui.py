@@ -95,4 +95,17 @@ def out(text: str = "") -> None:
 def out_json(data: object) -> None:
     import json
 
-    print(redact(json.dumps(data, indent=2, sort_keys=True)), flush=True)
+    # Redacted before encoding too: JSON escapes quotes, backslashes, control and
+    # non-ASCII characters, and a secret holding one would no longer match after.
+    text = json.dumps(_redacted(data), indent=2, sort_keys=True)
+    print(redact(text), flush=True)
+
+
+def _redacted(data: object) -> object:
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {_redacted(key): _redacted(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_redacted(value) for value in data]
+    return data
