@@ -8,10 +8,11 @@ their command runs, so that ``--help`` and ``ls`` start fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from af_remote import __version__, ui
+from af_remote import __version__, redact, ui
 from af_remote.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -268,6 +269,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     ui.configure(verbose=verbose, quiet=getattr(args, "quiet", False))
+    redact.add_environment_secrets(os.environ)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -6,9 +6,12 @@ logs or records text passes it through :func:`redact` first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 MASK = "[redacted]"
+# Credentials a provider CLI reads from the environment: af-remote never uses them,
+# but a native command's error may quote them back.
+ENVIRONMENT_SECRETS = ("SPRITE_TOKEN",)
 _MIN_LENGTH = 4  # shorter values would mask ordinary words
 
 _secrets: set[str] = set()
@@ -22,6 +25,10 @@ def add_secret(value: str | None) -> None:
 def add_secrets(values: Iterable[str | None]) -> None:
     for value in values:
         add_secret(value)
+
+
+def add_environment_secrets(environ: Mapping[str, str]) -> None:
+    add_secrets(environ.get(name) for name in ENVIRONMENT_SECRETS)
 
 
 def redact(text: str) -> str:
