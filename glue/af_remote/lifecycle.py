@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from af_remote import config, listing, native, project, ui
+from af_remote import config, listing, native, project, redact, ui
 from af_remote.errors import AfRemoteError
 from af_remote.local import LocalSandbox
 from af_remote.protocol import BootstrapReport
@@ -44,11 +45,25 @@ def password_for(spawn: Record) -> str:
     return password
 
 
+def mask_password(spawn: Record) -> None:
+    """Register the sandbox's password for redaction when this machine has it: the
+    sandbox's answers may quote it even to a command that does not use it."""
+    path = config.password_path(
+        str(spawn.get("provider")),
+        listing.extras(spawn).get("org"),
+        str(spawn.get("provider_sandbox_id")),
+    )
+    # None here: nothing of it to leak either.
+    with contextlib.suppress(OSError):
+        redact.add_secret(path.read_text(encoding="utf-8").strip())
+
+
 # --- status -----------------------------------------------------------------------
 
 
 def status(reference: str | None, *, provider: str | None, as_json: bool) -> int:
     spawn = listing.resolve(reference, project_root=_project_root(), provider=provider)
+    mask_password(spawn)
     if spawn.get("provider") == "sprites":
         report = _sprite_status(spawn)
     else:
@@ -193,6 +208,7 @@ def down(reference: str | None, *, provider: str | None, destroy: bool) -> int:
     spawn = listing.resolve(
         reference, project_root=_project_root(), provider=provider, registry=registry
     )
+    mask_password(spawn)
     # down ends by writing sessions.json: an unusable one is found before the
     # sandbox is touched, so the two files cannot end up disagreeing.
     registry.sessions()
