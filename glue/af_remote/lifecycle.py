@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from af_remote import config, listing, native, project, redact, ui
@@ -217,7 +218,8 @@ def down(reference: str | None, *, provider: str | None, destroy: bool) -> int:
     if spawn.get("state") == "terminated":
         ui.out(f"spawn {spawn['spawn_id']} is already terminated")
         return 0
-    _abort(spawn)
+    with _failure_noted(registry, spawn, "down"):
+        _abort(spawn)
     registry.update_spawn(str(spawn["spawn_id"]), state="terminated")
     if spawn.get("session_id"):
         registry.set_session_status(str(spawn["session_id"]), "terminated")
@@ -227,6 +229,25 @@ def down(reference: str | None, *, provider: str | None, destroy: bool) -> int:
         "(`af-remote down --destroy` deletes it)"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _failure_noted(registry: Registry, spawn: Record, command: str) -> Iterator[None]:
+    """A failed or interrupted abort or destroy leaves the spawn's state as it was
+    (nothing is known to have ended) and says what happened in its last_error."""
+    spawn_id = str(spawn["spawn_id"])
+    try:
+        yield
+    except KeyboardInterrupt:
+        registry.update_spawn(
+            spawn_id, last_error=f"`af-remote {command}` was interrupted; run it again"
+        )
+        raise
+    except AfRemoteError as error:
+        registry.update_spawn(
+            spawn_id, last_error=f"`af-remote {command}` failed: {error}"
+        )
+        raise
 
 
 def _abort(spawn: Record) -> None:
@@ -269,10 +290,11 @@ def _abort(spawn: Record) -> None:
 def _destroy(registry: Registry, spawn: Record) -> int:
     provider = spawn.get("provider")
     name = str(spawn.get("provider_sandbox_id"))
-    if provider == "sprites":
-        existed = sprite_of(spawn).destroy()
-    else:
-        existed = LocalSandbox(name).destroy()
+    with _failure_noted(registry, spawn, "down --destroy"):
+        if provider == "sprites":
+            existed = sprite_of(spawn).destroy()
+        else:
+            existed = LocalSandbox(name).destroy()
     org = listing.extras(spawn).get("org")
     # A sandbox made again later gets a new password.
     config.password_path(str(provider), org, name).unlink(missing_ok=True)
