@@ -95,6 +95,25 @@ class ArgvSampler:
         self._thread.join(timeout=10)
 
 
+def sprite_processes(standin_root: Path, subcommand: str) -> list[int]:
+    """Live ``sprite SUBCOMMAND`` CLI processes of this stand-in."""
+    marker = f"SPRITE_STANDIN_ROOT={standin_root}".encode()
+    found = []
+    for pid, cmdline in cmdlines().items():
+        argv = cmdline.split(b"\0")
+        if not any(arg.endswith(b"/sprite") for arg in argv[:2]):
+            continue
+        if subcommand.encode() not in argv:
+            continue
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environment:
+            found.append(pid)
+    return found
+
+
 def left_behind(standin_root: Path, *markers: str) -> list[str]:
     """Processes a run should not have left: this stand-in's ``sprite`` CLI (exec,
     proxy, create, destroy), an ``opencode attach`` TUI, and anything whose argv
@@ -216,6 +235,23 @@ def sprites_world(
         finally:
             patch.undo()
             os.close(lock_fd)
+
+
+FAKE_TUI = """#!/usr/bin/env bash
+# Stands in for `opencode attach URL --session ID`: asks the server's health
+# through the URL with the password from the environment (never from argv).
+printf 'user = "opencode:%s"\\n' "$OPENCODE_SERVER_PASSWORD" |
+  curl --silent --fail --max-time 10 --config - "$2/global/health" >"$AF_TEST_TUI_OUT"
+"""
+
+
+def fake_tui(base: Path) -> Path:
+    """A folder with the fake ``opencode`` TUI, to put first on PATH."""
+    folder = base / "tui-bin"
+    folder.mkdir()
+    (folder / "opencode").write_text(FAKE_TUI)
+    (folder / "opencode").chmod(0o755)
+    return folder
 
 
 def enter(world: World, monkeypatch: pytest.MonkeyPatch) -> World:

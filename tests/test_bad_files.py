@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+import reliability_support
 from af_remote import paths
 from af_remote.records import Registry
 from conftest import RunCli
 from reliability_support import TALLY
+
+tally = reliability_support.tally  # prints the counts after the session
+pytestmark = pytest.mark.usefixtures("tally")
 
 SANDBOX = "af-my-project"
 

@@ -22,10 +22,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reliability_support
 from af_remote import config, project, redact, ui
 from conftest import RunCli
 from e2e_support import FAKE_API_KEY, af
-from reliability_support import TALLY, ArgvSampler, World, enter, sprites_world
+from reliability_support import (
+    TALLY,
+    ArgvSampler,
+    World,
+    enter,
+    fake_tui,
+    sprites_world,
+)
+
+tally = reliability_support.tally  # prints the counts after the session
+pytestmark = pytest.mark.usefixtures("tally")
 
 SANDBOX = "af-sec"
 FILE_KEY = "sk-file-af-remote-fedcba9876543210"  # in the render's secrets.env
@@ -33,13 +44,6 @@ PASSWORD = "pw-af-remote-Zq8vYt3LmN0pXw7Rk2Jh5Gd"  # the sandbox's server passwo
 TOKEN = "sprite-token-af-remote-31337abcdef42"  # SPRITE_TOKEN in the environment
 SECRETS = [FAKE_API_KEY, FILE_KEY, PASSWORD, TOKEN]
 VERBOSITIES = (["-q"], [], ["-v"])
-
-FAKE_TUI = """#!/usr/bin/env bash
-# Stands in for `opencode attach URL --session ID`: asks the server's health
-# through the URL with the password from the environment (never from argv).
-printf 'user = "opencode:%s"\\n' "$OPENCODE_SERVER_PASSWORD" |
-  curl --silent --fail --max-time 10 --config - "$2/global/health" >"$AF_TEST_TUI_OUT"
-"""
 
 
 # --- the end-to-end sweep ---------------------------------------------------------
@@ -57,11 +61,7 @@ def module_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         (render / "secrets.env").write_text(f"OPENAI_API_KEY='{FILE_KEY}'\n")
         # Known before the first up, so that the sampler looks for it from the start.
         config.store_password("sprites", None, SANDBOX, PASSWORD)
-        tui_dir = base / "tui-bin"
-        tui_dir.mkdir()
-        (tui_dir / "opencode").write_text(FAKE_TUI)
-        (tui_dir / "opencode").chmod(0o755)
-        world.extra.update(tui_dir=tui_dir, outputs=[], spawn_ids=[])
+        world.extra.update(tui_dir=fake_tui(base), outputs=[], spawn_ids=[])
         sampler = ArgvSampler(SECRETS).start()
         world.extra["sampler"] = sampler
         try:
