@@ -5,12 +5,14 @@ Imported by ``ls``; keep it free of copier, httpx, plumbum and dotenv.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from af_remote import ui
 from af_remote.errors import NotReadyError, UsageError
 from af_remote.records import Record, Registry
+
+TYPE_CHECKING = False  # typing and pathlib cost `ls` more than it needs them
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 ACTIVE_STATES = ("requested", "spawning", "running", "unknown")
 

@@ -16,15 +16,12 @@ This module is imported by ``af-remote ls`` and must stay light: stdlib only.
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
 
 from af_remote.errors import RegistryError
 from af_remote.paths import ensure_private_dir, registry_dir
@@ -65,12 +62,21 @@ _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _ID_LENGTH = 12
 _ID_RANDOM_BITS = 18  # the rest of the 60 bits hold milliseconds since the epoch
 
-Record = dict[str, Any]
-_T = TypeVar("_T")
+# typing and copy are left to the writers: `ls` only reads, and must start fast.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    Record = dict[str, Any]
+    _T = TypeVar("_T")
+else:
+    Record = dict
 
 
 def now_rfc3339() -> str:
     """The current time in UTC, e.g. ``2026-12-03T18:20:01.123456Z``."""
+    from datetime import datetime, timezone  # writers only
+
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -247,6 +253,8 @@ class Registry:
         ensure_private_dir(self.directory)
         with _exclusive_lock(_lock_path(path), self.lock_timeout):
             document = _load(path)
+            import copy
+
             before = copy.deepcopy(document)
             result = change(document["records"])
             if document != before:
