@@ -43,7 +43,7 @@ FILE_KEY = "sk-file-af-remote-fedcba9876543210"  # in the render's secrets.env
 PASSWORD = "pw-af-remote-Zq8vYt3LmN0pXw7Rk2Jh5Gd"  # the sandbox's server password
 TOKEN = "sprite-token-af-remote-31337abcdef42"  # SPRITE_TOKEN in the environment
 SECRETS = [FAKE_API_KEY, FILE_KEY, PASSWORD, TOKEN]
-VERBOSITIES = (["-q"], [], ["-v"])
+VERBOSITIES: tuple[list[str], ...] = (["-q"], [], ["-v"])
 
 
 # --- the end-to-end sweep ---------------------------------------------------------
@@ -125,6 +125,7 @@ def project_text(world: World) -> str:
     )
 
 
+@pytest.mark.e2e
 def test_every_command_at_every_verbosity_on_success(world: World) -> None:
     first = json.loads(run(world, "up", "-q", "--json", "--prompt", "first").stdout)
     assert first["state"] == "running"
@@ -217,6 +218,7 @@ install_opencode() {
 """
 
 
+@pytest.mark.e2e
 def test_every_command_at_every_verbosity_on_failure(world: World) -> None:
     root = world.project.root
     bootstrap = world.project.render / "bootstrap.sh"
@@ -281,6 +283,17 @@ def test_every_command_at_every_verbosity_on_failure(world: World) -> None:
     assert sampler.leaks == []
 
 
+def test_the_argv_sampler_sees_a_secret_in_argv() -> None:
+    """The sweep's argv check is real: a process with a secret in its argv is seen."""
+    canary = "canary-af-remote-5f0e1d"
+    sampler = ArgvSampler([canary]).start()
+    try:
+        subprocess.run(["bash", "-c", "sleep 0.3", canary], check=True)
+    finally:
+        sampler.stop()
+    assert sampler.leaks and canary in sampler.leaks[0]
+
+
 # --- the output layer ------------------------------------------------------------
 
 # Secrets with characters JSON escapes: a redaction applied after json.dumps would
@@ -288,7 +301,7 @@ def test_every_command_at_every_verbosity_on_failure(world: World) -> None:
 # The "k9" start appears in no fixed text of the test (nor in the mask), so a match
 # can only be the secret itself.
 SECRET_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=2, max_size=24
+    alphabet=st.characters(exclude_categories=["Cs"]), min_size=2, max_size=24
 ).map(lambda text: "k9" + text)
 
 
