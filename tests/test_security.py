@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,7 +289,9 @@ def test_the_argv_sampler_sees_a_secret_in_argv() -> None:
     canary = "canary-af-remote-5f0e1d"
     sampler = ArgvSampler([canary]).start()
     try:
-        subprocess.run(["bash", "-c", "sleep 0.3", canary], check=True)
+        subprocess.run(
+            [sys.executable, "-c", "import time; time.sleep(0.5)", canary], check=True
+        )
     finally:
         sampler.stop()
     assert sampler.leaks and canary in sampler.leaks[0]
