@@ -90,6 +90,14 @@ collect_inputs() {
     done
   fi
   chmod 600 "$incoming"/*
+  clear_stale_uploads "${prefix%/*}"
+}
+
+# A run cut off before it got here (a dropped connection, Ctrl-C) leaves its uploads
+# in the upload folder as uploaded, secrets.env included; no later run of another
+# spawn moves them. Uploads old enough to be nobody's current run are removed.
+clear_stale_uploads() {
+  find "$1" -maxdepth 1 -type f -name 'af-remote.spw_*' -mmin +10 -delete 2>/dev/null || true
 }
 
 install_secrets() {
