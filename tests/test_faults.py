@@ -212,11 +212,18 @@ def test_up(world: World, step: str, kind: str) -> None:
         if kind == "timeout":
             assert "context deadline exceeded" in outcome.error
     assert_nothing_left(world, new["spawn_id"])
+    # Uploads land in the sprite's /tmp, which the stand-in shares with this host.
+    stranded = list(Path("/tmp").glob(f"af-remote.{new['spawn_id']}.*"))
+    for path in stranded:
+        an_hour_ago = time.time() - 3600
+        os.utime(path, (an_hour_ago, an_hour_ago))
 
     rerun = run(world, *args[:-1], "again", "--json", env=env)
     assert rerun.code == 0, rerun.stderr
     assert json.loads(rerun.stdout)["state"] == "running"
     assert_one_of_each(world, sandbox)
+    # A cut-off run's uploads (its secrets.env among them) do not stay behind.
+    assert [path for path in stranded if path.exists()] == []
     if step == "create":
         assert world.standin.count("create") >= 2
         down = run(world, "down", "--destroy", json.loads(rerun.stdout)["spawn_id"])
