@@ -125,7 +125,9 @@ install_opencode() {
 
 fetch_source() {
   local repo="$ROOT/repo.git"
-  [[ -d "$repo" ]] || git init --quiet --bare "$repo"
+  # Always: an init cut off by Ctrl-C leaves a folder that is no repository, and
+  # init completes it (an existing repository is left as it is).
+  git init --quiet --bare "$repo"
   if [[ "$AF_SOURCE" == clone ]]; then
     if ! git -C "$repo" remote get-url origin >/dev/null 2>&1; then
       git -C "$repo" remote add origin -- "$AF_SOURCE_URL"
