@@ -230,6 +230,35 @@ def test_up(world: World, step: str, kind: str) -> None:
         assert down.code == 0, down.stderr
 
 
+def test_up_completes_a_repository_an_interrupted_run_left_half_made(
+    world: World,
+) -> None:
+    """Ctrl-C during the bootstrap's `git init` leaves a folder that is no
+    repository; the next run must not take it for one."""
+    sandbox, port = "af-f-half-init", str(free_port())
+    world.standin.create(sandbox)
+    half_made = world.standin.home(sandbox) / ".af-remote" / "repo.git"
+    half_made.mkdir(parents=True)
+    (half_made / "config").write_text("[core]\n")  # no HEAD, no objects yet
+    TALLY["faults injected"] += 1
+
+    rerun = run(
+        world,
+        "up",
+        "--name",
+        sandbox,
+        "--json",
+        "--prompt",
+        "after a cut-off init",
+        env={"AF_REMOTE_SERVER_PORT": port},
+    )
+
+    assert rerun.code == 0, rerun.stderr
+    assert_one_of_each(world, sandbox)
+    down = run(world, "down", "--destroy", json.loads(rerun.stdout)["spawn_id"])
+    assert down.code == 0, down.stderr
+
+
 # --- attach: proxy, health -----------------------------------------------------------
 
 ATTACH_FAULTS = [
