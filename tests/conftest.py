@@ -1,5 +1,5 @@
-"""Shared test fixtures: an isolated user environment, the CLI run in-process, and a
-scratch git project.
+"""Shared test fixtures: an isolated user environment, the CLI run in-process, a
+scratch git project, a render of it, and the fake model.
 
 Every test gets its own HOME and XDG directories and a git identity of its own, so
 that nothing reads or writes the real user's config, registry or sandboxes.
@@ -17,6 +17,7 @@ from typing import NamedTuple
 import pytest
 
 from af_remote import cli, redact
+from fakellm import FakeLLM, echo_last_user_message
 
 TESTS = Path(__file__).resolve().parent
 CHECKOUT = TESTS.parent
@@ -36,6 +37,28 @@ class CliResult(NamedTuple):
 
 
 RunCli = Callable[..., CliResult]
+
+# The keys of one spawn in `--json` output (docs/json.md).
+SPAWN_KEYS = {
+    "spawn_id",
+    "provider",
+    "sandbox",
+    "org",
+    "state",
+    "session_id",
+    "server_ref",
+    "server_port",
+    "workdir",
+    "branch",
+    "title",
+    "project",
+    "request_id",
+    "last_error",
+    "created_at",
+    "updated_at",
+}
+# Model API keys that a developer's shell may hold; forwarded when set.
+MODEL_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
 
 
 def require_tool(name: str) -> str:
@@ -127,3 +150,42 @@ def scratch_repo(tmp_path: Path) -> Path:
     git(repo, "add", "README.md")
     git(repo, "commit", "--quiet", "-m", "Start")
     return repo
+
+
+@pytest.fixture(scope="module")
+def pristine_renders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Renders made once per module by `af-remote init`, copied into each test."""
+    return tmp_path_factory.mktemp("renders")
+
+
+def cached_render(run_cli: RunCli, repo: Path, provider: str, renders: Path) -> Path:
+    """``repo`` rendered for ``provider`` with the defaults; the first render is
+    kept under ``renders`` and copied for the later ones (copier is slow)."""
+    target = repo / ".af-remote" / provider
+    cached = renders / provider
+    if cached.is_dir():
+        shutil.copytree(cached, target)
+        return target
+    result = run_cli("init", "--provider", provider, "--defaults", cwd=repo)
+    assert result.exit_code == 0, result.stderr
+    shutil.copytree(target, cached)
+    return target
+
+
+@pytest.fixture
+def sprites_render(run_cli: RunCli, scratch_repo: Path, pristine_renders: Path) -> Path:
+    return cached_render(run_cli, scratch_repo, "sprites", pristine_renders)
+
+
+@pytest.fixture
+def no_model_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's own API keys must not leak into the secrets under test."""
+    for name in MODEL_KEYS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    """The fake model, echoing the last user message back."""
+    with FakeLLM(reply=echo_last_user_message) as server:
+        yield server

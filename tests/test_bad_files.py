@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,24 +60,6 @@ def sprite_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the first test's render is kept for the others (copier is slow)."""
-    return tmp_path_factory.mktemp("renders") / "sprites"
-
-
-@pytest.fixture
-def render(run_cli: RunCli, scratch_repo: Path, pristine: Path) -> Path:
-    target = scratch_repo / ".af-remote" / "sprites"
-    if pristine.is_dir():
-        shutil.copytree(pristine, target)
-        return target
-    result = run_cli("init", "--provider", "sprites", "--defaults", cwd=scratch_repo)
-    assert result.exit_code == 0, result.stderr
-    shutil.copytree(target, pristine)
-    return target
-
-
 def running_spawn(project: Path) -> dict[str, object]:
     registry = Registry()
     spawn = registry.create_spawn(
@@ -111,7 +92,7 @@ def one_error_line(stderr: str) -> str:
 @pytest.mark.parametrize("content", UNUSABLE)
 @pytest.mark.parametrize("argv", COMMANDS)
 def test_an_unusable_spawns_file_stops_every_command(
-    render: Path,
+    sprites_render: Path,
     scratch_repo: Path,
     run_cli: RunCli,
     sprite_calls: Path,
@@ -145,7 +126,7 @@ SESSIONS_WRITERS = [
 @pytest.mark.parametrize("content", UNUSABLE)
 @pytest.mark.parametrize("argv", SESSIONS_WRITERS)
 def test_an_unusable_sessions_file_stops_its_writers_before_the_provider(
-    render: Path,
+    sprites_render: Path,
     scratch_repo: Path,
     run_cli: RunCli,
     sprite_calls: Path,
@@ -170,7 +151,7 @@ def test_an_unusable_sessions_file_stops_its_writers_before_the_provider(
 
 
 def test_readers_do_not_need_the_sessions_file(
-    render: Path, scratch_repo: Path, run_cli: RunCli
+    sprites_render: Path, scratch_repo: Path, run_cli: RunCli
 ) -> None:
     """ls reads the spawns only: a broken sessions.json is no reason to refuse it."""
     spawn = running_spawn(scratch_repo)
@@ -240,7 +221,7 @@ RENDER_BREAKS = [
 @pytest.mark.parametrize("dry_run", [False, True], ids=["up", "up-dry-run"])
 @pytest.mark.parametrize(("name", "damage", "problem"), RENDER_BREAKS)
 def test_a_broken_render_is_refused_before_any_record_or_provider_call(
-    render: Path,
+    sprites_render: Path,
     scratch_repo: Path,
     run_cli: RunCli,
     sprite_calls: Path,
@@ -249,7 +230,7 @@ def test_a_broken_render_is_refused_before_any_record_or_provider_call(
     problem: str,
     dry_run: bool,
 ) -> None:
-    target = render / name
+    target = sprites_render / name
     if not target.exists():
         target.write_text("")
     damage(target)
@@ -271,7 +252,7 @@ def test_a_broken_render_is_refused_before_any_record_or_provider_call(
 
 @pytest.mark.parametrize(("name", "damage", "problem"), RENDER_BREAKS[:4])
 def test_a_broken_env_file_does_not_stop_ls(
-    render: Path,
+    sprites_render: Path,
     scratch_repo: Path,
     run_cli: RunCli,
     name: str,
@@ -281,7 +262,7 @@ def test_a_broken_env_file_does_not_stop_ls(
     """ls acts on the records alone: the render's .env is not its to read, and it
     leaves the file as it is."""
     spawn = running_spawn(scratch_repo)
-    target = render / name
+    target = sprites_render / name
     damage(target)
     before = target.read_bytes() if target.exists() else None
 

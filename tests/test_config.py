@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 
@@ -17,40 +16,10 @@ import pytest
 
 from af_remote import config, redact
 from af_remote.errors import AfRemoteError, UsageError
-from conftest import RunCli
+from conftest import MODEL_KEYS, RunCli, cached_render
 
 SANDBOX = "af-my-project"  # what init derives from the folder name `my-project`
-MODEL_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Renders made once per module by `af-remote init`, copied into each test."""
-    return tmp_path_factory.mktemp("renders")
-
-
-def render(run_cli: RunCli, repo: Path, provider: str, pristine: Path) -> Path:
-    target = repo / ".af-remote" / provider
-    cached = pristine / provider
-    if cached.is_dir():
-        shutil.copytree(cached, target)
-        return target
-    result = run_cli("init", "--provider", provider, "--defaults", cwd=repo)
-    assert result.exit_code == 0, result.stderr
-    shutil.copytree(target, cached)
-    return target
-
-
-@pytest.fixture
-def sprites_render(run_cli: RunCli, scratch_repo: Path, pristine: Path) -> Path:
-    return render(run_cli, scratch_repo, "sprites", pristine)
-
-
-@pytest.fixture(autouse=True)
-def no_model_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The machine's own API keys must not leak into the secrets under test."""
-    for name in MODEL_KEYS:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_model_keys")
 
 
 def set_env_file(render_dir: Path, **values: str) -> None:
@@ -101,9 +70,9 @@ def test_a_fresh_sprites_render_loads_its_defaults(
 
 
 def test_a_fresh_local_render_lets_the_system_pick_the_port(
-    run_cli: RunCli, scratch_repo: Path, pristine: Path
+    run_cli: RunCli, scratch_repo: Path, pristine_renders: Path
 ) -> None:
-    render(run_cli, scratch_repo, "local", pristine)
+    cached_render(run_cli, scratch_repo, "local", pristine_renders)
     settings = load(scratch_repo, "local")
     assert (settings.provider, settings.sandbox, settings.server_port) == (
         "local",

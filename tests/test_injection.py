@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import json
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,23 +92,6 @@ SETTING_KEYS = [
     "SOURCE_REF",
     "OPENCODE_VERSION",
 ]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("renders") / "sprites"
-
-
-@pytest.fixture
-def sprites_render(run_cli: RunCli, scratch_repo: Path, pristine: Path) -> Path:
-    target = scratch_repo / ".af-remote" / "sprites"
-    if pristine.is_dir():
-        shutil.copytree(pristine, target)
-        return target
-    result = run_cli("init", "--provider", "sprites", "--defaults", cwd=scratch_repo)
-    assert result.exit_code == 0, result.stderr
-    shutil.copytree(target, pristine)
-    return target
 
 
 @pytest.fixture(autouse=True)

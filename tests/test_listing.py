@@ -12,28 +12,10 @@ import pytest
 from af_remote import listing, paths
 from af_remote.errors import NotReadyError, UsageError
 from af_remote.records import Record, Registry
-from conftest import RunCli
+from conftest import SPAWN_KEYS, RunCli
 
 PROJECT = "/home/me/src/shop"
 OTHER_PROJECT = "/home/me/src/blog"
-SUMMARY_KEYS = {
-    "spawn_id",
-    "provider",
-    "sandbox",
-    "org",
-    "state",
-    "session_id",
-    "server_ref",
-    "server_port",
-    "workdir",
-    "branch",
-    "title",
-    "project",
-    "request_id",
-    "last_error",
-    "created_at",
-    "updated_at",
-}
 HEADER = ["SPAWN", "STATE", "PROVIDER", "SANDBOX", "SESSION", "CREATED", "TITLE"]
 
 
@@ -198,7 +180,7 @@ def test_ls_json_has_the_documented_shape(run_cli: RunCli, tmp_path: Path) -> No
     everything = json.loads(run_cli("ls", "--all", "--json", cwd=tmp_path).stdout)
     assert [s["state"] for s in everything["spawns"]] == ["failed", "running"]
     assert everything["spawns"][0]["last_error"] == "bootstrap failed: no npm"
-    assert all(set(s) == SUMMARY_KEYS for s in everything["spawns"])
+    assert all(set(s) == SPAWN_KEYS for s in everything["spawns"])
 
 
 def test_ls_of_nothing(run_cli: RunCli, tmp_path: Path) -> None:
@@ -238,7 +220,7 @@ def test_ls_tolerates_records_of_other_writers(run_cli: RunCli, tmp_path: Path) 
     by_id = {s["spawn_id"]: s for s in as_json["spawns"]}
     assert set(by_id) == {"spw_bare", "spw_null"}
     assert by_id["spw_bare"] == {
-        **dict.fromkeys(SUMMARY_KEYS),
+        **dict.fromkeys(SPAWN_KEYS),
         "spawn_id": "spw_bare",
         "provider": "local",
         "state": "running",

@@ -25,31 +25,14 @@ from af_remote import config, paths, project, spawning
 from af_remote.errors import UsageError
 from af_remote.records import Registry
 from af_remote.spawning import Request
-from conftest import RunCli
+from conftest import SPAWN_KEYS, RunCli
 
 SANDBOX = "af-my-project"
 DRY = "spw_DRYRUN"
 SCRIPTS = ["bootstrap.sh", "serve.sh", "keepalive.sh", "status.sh"]
 GENERATED = ["opencode.json", "spawn.env", "secrets.env", "server.env", "session.json"]
-SPAWN_KEYS = {  # docs/json.md
-    "spawn_id",
-    "provider",
-    "sandbox",
-    "org",
-    "state",
-    "session_id",
-    "server_ref",
-    "server_port",
-    "workdir",
-    "branch",
-    "title",
-    "project",
-    "request_id",
-    "last_error",
-    "created_at",
-    "updated_at",
-}
-MODEL_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
+
+pytestmark = pytest.mark.usefixtures("no_model_keys")
 
 
 def hostile(sentinel: Path) -> list[str]:
@@ -71,31 +54,6 @@ def hostile(sentinel: Path) -> list[str]:
         "'",
         '"',
     ]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A sprites render made once per module by `af-remote init`."""
-    return tmp_path_factory.mktemp("renders")
-
-
-@pytest.fixture
-def sprites_render(run_cli: RunCli, scratch_repo: Path, pristine: Path) -> Path:
-    target = scratch_repo / ".af-remote" / "sprites"
-    cached = pristine / "sprites"
-    if cached.is_dir():
-        shutil.copytree(cached, target)
-        return target
-    result = run_cli("init", "--provider", "sprites", "--defaults", cwd=scratch_repo)
-    assert result.exit_code == 0, result.stderr
-    shutil.copytree(target, cached)
-    return target
-
-
-@pytest.fixture(autouse=True)
-def no_model_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in MODEL_KEYS:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
