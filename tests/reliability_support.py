@@ -94,6 +94,12 @@ class ArgvSampler:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def __enter__(self) -> ArgvSampler:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def sprite_processes(standin_root: Path, subcommand: str) -> list[int]:
     """Live ``sprite SUBCOMMAND`` CLI processes of this stand-in."""

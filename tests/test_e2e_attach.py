@@ -15,10 +15,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +35,9 @@ from e2e_support import (
     password,
     reply_text,
 )
-from fakellm import FakeLLM, echo_last_user_message
+from fakellm import FakeLLM
 from opencode_support import TUI_QUIT_KEY, Tmux, free_port
+from reliability_support import ArgvSampler, cmdlines, sprite_processes
 from standin import fixture as standin_fixture
 from standin.fixture import Standin
 
@@ -66,25 +65,24 @@ class Attached:
 
 
 @pytest.fixture
-def attached(tmp_path: Path, sprite_standin: Standin) -> Iterator[Attached]:
+def attached(tmp_path: Path, sprite_standin: Standin, llm: FakeLLM) -> Attached:
     sprite_standin.seed_new_homes(opencode_prefix(), ".af-remote/opencode")
     port = free_port()
-    with FakeLLM(reply=echo_last_user_message) as llm:
-        project = make_project(
-            tmp_path,
-            "sprites",
-            llm.base_url,
-            data={"server_port": str(port), "sandbox": SANDBOX},
-        )
-        spawn = af_json(project.root, "up", "--prompt", PROMPT, "--title", TITLE)
-        reply = reply_text(
-            f"http://127.0.0.1:{port}",
-            password("sprites", SANDBOX),
-            str(spawn["session_id"]),
-            str(spawn["workdir"]),
-        )
-        assert reply == PROMPT
-        yield Attached(project, sprite_standin, spawn, port)
+    project = make_project(
+        tmp_path,
+        "sprites",
+        llm.base_url,
+        data={"server_port": str(port), "sandbox": SANDBOX},
+    )
+    spawn = af_json(project.root, "up", "--prompt", PROMPT, "--title", TITLE)
+    reply = reply_text(
+        f"http://127.0.0.1:{port}",
+        password("sprites", SANDBOX),
+        str(spawn["session_id"]),
+        str(spawn["workdir"]),
+    )
+    assert reply == PROMPT
+    return Attached(project, sprite_standin, spawn, port)
 
 
 def attach_env(*, with_opencode: bool = True) -> dict[str, str]:
@@ -113,38 +111,15 @@ def attach_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "af_remote", "attach", *args]
 
 
-def _cmdlines() -> dict[int, bytes]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue  # ended while we looked
-    return found
-
-
 def proxies_of(standin: Standin) -> list[int]:
     """Live ``sprite proxy`` processes of this test's stand-in."""
-    marker = f"SPRITE_STANDIN_ROOT={standin.root}".encode()
-    pids = []
-    for pid, cmdline in _cmdlines().items():
-        argv = cmdline.split(b"\0")
-        if not any(arg.endswith(b"sprite") for arg in argv) or b"proxy" not in argv:
-            continue
-        try:
-            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker in environment:
-            pids.append(pid)
-    return pids
+    return sprite_processes(standin.root, "proxy")
 
 
 def tuis_of(session_id: str) -> list[int]:
     return [
         pid
-        for pid, cmdline in _cmdlines().items()
+        for pid, cmdline in cmdlines().items()
         if b"attach" in cmdline and session_id.encode() in cmdline
     ]
 
@@ -153,33 +128,6 @@ def ignores(pid: int, signum: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     mask = next(line for line in status.splitlines() if line.startswith("SigIgn:"))
     return bool(int(mask.split()[1], 16) & (1 << (signum - 1)))
-
-
-class ArgvWatch:
-    """Reads every process's argv over and over, looking for a secret."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret.encode()
-        self.leaks: list[str] = []
-        self.rounds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for pid, cmdline in _cmdlines().items():
-                if self.secret in cmdline:
-                    self.leaks.append(f"{pid}: {cmdline[:200]!r}")
-            self.rounds += 1
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> ArgvWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def new_tmux() -> Tmux:
@@ -221,7 +169,7 @@ def quit_with_ctrl_c(attached: Attached) -> None:
     secret = password("sprites", SANDBOX)
     tmux = new_tmux()
     try:
-        with ArgvWatch(secret) as watch:
+        with ArgvSampler([secret]) as watch:
             started = time.monotonic()
             tmux.start(attach_argv(), env=attach_env(), cwd=attached.project.root)
             tmux.wait_for(TITLE, PROMPT, timeout=60)
@@ -255,7 +203,7 @@ def fetch_the_password_then_close_the_terminal(attached: Attached) -> None:
     execs = standin.count("exec")
     tmux = new_tmux()
     try:
-        with ArgvWatch(secret) as watch:
+        with ArgvSampler([secret]) as watch:
             tmux.start(
                 attach_argv(session_id[:12]),
                 env=attach_env(),

@@ -30,17 +30,11 @@ from e2e_support import (
     registry,
     reply_text,
 )
-from fakellm import FakeLLM, echo_last_user_message
+from fakellm import FakeLLM
 from opencode_support import TUI_QUIT_KEY, Tmux
 
 pytestmark = pytest.mark.e2e
 SANDBOX = "af-local-e2e"
-
-
-@pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(reply=echo_last_user_message) as server:
-        yield server
 
 
 @pytest.fixture

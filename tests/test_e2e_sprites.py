@@ -27,7 +27,7 @@ from e2e_support import (
     reply_text,
     spawn_record,
 )
-from fakellm import FakeLLM, echo_last_user_message
+from fakellm import FakeLLM
 from opencode_support import free_port
 from standin import fixture as standin_fixture
 from standin.fixture import Standin
@@ -41,12 +41,6 @@ HOSTILE_PROMPT = (
     "second line\ttab 'single' ${HOME} \u00e9\u6f22\u5b57 \U0001f680\n"
     "-s evil -o org --file /etc/passwd:/x\n"
 )
-
-
-@pytest.fixture
-def llm() -> object:
-    with FakeLLM(reply=echo_last_user_message) as server:
-        yield server
 
 
 @pytest.fixture
