@@ -14,6 +14,8 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -334,6 +336,9 @@ class Tmux:
         if shutil.which("tmux") is None:
             raise FileNotFoundError("tmux is not installed")
         self.socket_name = socket_name
+        descriptor, name = tempfile.mkstemp(prefix=f"{socket_name}.", suffix=".status")
+        os.close(descriptor)
+        self._status_file = Path(name)
 
     def _run(
         self, *args: str, env: Mapping[str, str] | None = None, check: bool = True
@@ -358,6 +363,17 @@ class Tmux:
         height: int = 50,
     ) -> None:
         """Run argv in a new detached session; the pane stays after it exits."""
+        # tmux 3.3 sometimes marks a pane dead without ever recording its exit
+        # status, so a small launcher writes it to a file. Its SIGINT handler (not
+        # SIG_IGN, which the program would inherit) lets Ctrl-C reach the program
+        # alone.
+        launcher = (
+            "import signal, subprocess, sys\n"
+            "signal.signal(signal.SIGINT, lambda *_: None)\n"
+            "code = subprocess.call(sys.argv[2:])\n"
+            "open(sys.argv[1], 'w').write(str(code))\n"
+        )
+        argv = [sys.executable, "-c", launcher, str(self._status_file), *argv]
         # With more than one argument tmux runs the command without a shell.
         self._run(
             "-f",
@@ -396,32 +412,23 @@ class Tmux:
             time.sleep(0.1)
 
     def exit_status(self) -> int | None:
-        """The program's exit status once it has ended, else None."""
-        dead, _, status = self._run(
-            "display-message", "-p", "#{pane_dead} #{pane_dead_status}"
-        ).partition(" ")
-        if dead.strip() != "1":
-            return None
-        # tmux leaves the status empty when a signal ended the program.
-        return int(status.strip()) if status.strip() else -1
+        """The program's exit status once it has ended, else None.
+
+        A program ended by signal N reads as -N, as subprocess reports it.
+        """
+        text = self._status_file.read_text().strip()
+        return int(text) if text else None
 
     def wait_exit(self, timeout: float = 10.0) -> int:
         deadline = time.monotonic() + timeout
-        # tmux marks the pane dead a moment before it has the exit status, which
-        # then reads as "no status" (-1): give it that moment.
-        settle = None
-        while (status := self.exit_status()) is None or status == -1:
-            now = time.monotonic()
-            if status == -1:
-                settle = settle or now + 1.0
-                if now > settle:
-                    return status
-            if now > deadline:
+        while (status := self.exit_status()) is None:
+            if time.monotonic() > deadline:
                 raise TimeoutError("the terminal program did not exit")
             time.sleep(0.05)
         return status
 
     def kill(self) -> None:
         self._run("kill-server", check=False)
+        self._status_file.unlink(missing_ok=True)
         socket_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
         (socket_dir / self.socket_name).unlink(missing_ok=True)

@@ -302,6 +302,9 @@ def _signals_end_the_tui() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        # What is left is cleanup (stop the proxy, a line of output): a Ctrl-C
+        # pressed twice to quit the TUI, or sent as it exits, must not cut it short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _stop_tui(child: subprocess.Popen[bytes]) -> None:
