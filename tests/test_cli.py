@@ -21,7 +21,7 @@ from af_remote.errors import (
 )
 from conftest import GLUE, RunCli
 
-# Each command's flags as SPEC.md states them.
+# Each command's flags, as documented in docs/.
 FLAGS = {
     "init": ["--provider", "--defaults", "--data", "--force"],
     "update": ["--provider"],

@@ -17,7 +17,7 @@ from af_remote import project
 from af_remote.render import BASE_DIR
 from conftest import GLUE, RunCli, git, require_tool
 
-# The split SPEC.md asks for; a template may render more, never less.
+# The files each provider must render; a template may render more, never less.
 REQUIRED = {
     "sprites": {
         ".env",

@@ -1,4 +1,4 @@
-"""The sprite stand-in behaves as SPRITES.md documents the real CLI and runtime."""
+"""The sprite stand-in behaves as the Sprites docs describe the real CLI and runtime."""
 
 from __future__ import annotations
 
