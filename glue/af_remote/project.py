@@ -76,7 +76,7 @@ def pick_provider(project_root: Path, provider: str | None) -> str:
     if not found:
         raise UsageError(
             f"no render in {project_root}",
-            hint="run `af-remote init --provider local` (or sprites) first",
+            hint="run `af-remote init --provider local` or `--provider sprites` first",
         )
     raise UsageError(
         f"this project has renders for {', '.join(found)}",
