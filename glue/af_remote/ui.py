@@ -68,10 +68,6 @@ def _set_level(logger: logging.Logger) -> None:
     logger.setLevel(levels[_verbosity])
 
 
-def is_verbose() -> bool:
-    return _verbosity == VERBOSE
-
-
 def progress(message: str) -> None:
     """A step of something slow; silent with ``-q``."""
     if _verbosity != QUIET:
