@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import filecmp
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from af_remote import project, ui
+from af_remote import native, project, ui
 from af_remote.errors import AfRemoteError, UsageError
 
 BASE_DIR = ".af-remote-base"
@@ -222,7 +221,7 @@ def _merge_file(ours: Path, base: Path | None, new: Path) -> bool:
             str(base),
             str(new),
         ]
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        result = native.run(argv, check=False)
     if result.returncode < 0 or result.returncode > 127:
         raise AfRemoteError(f"git merge-file failed on {ours}: {result.stderr.strip()}")
     return result.returncode > 0
@@ -296,12 +295,8 @@ def _questions(template: Path) -> dict[str, dict[str, Any]]:
 
 def _require_committed(root: Path, destination: Path) -> None:
     relative = str(destination.relative_to(root))
-    inside = subprocess.run(
-        ["git", "rev-parse", "--is-inside-work-tree"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
+    inside = native.run(
+        ["git", "rev-parse", "--is-inside-work-tree"], cwd=root, check=False
     )
     if inside.returncode != 0:
         raise AfRemoteError(
@@ -309,18 +304,10 @@ def _require_committed(root: Path, destination: Path) -> None:
             hint="update merges into your files; run `git init` and commit "
             f"{relative} first so that the merge can be reviewed and undone",
         )
-    tracked = subprocess.run(
-        ["git", "ls-files", "--", relative],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    dirty = subprocess.run(
+    tracked = native.run(["git", "ls-files", "--", relative], cwd=root, check=False)
+    dirty = native.run(
         ["git", "status", "--porcelain", "--untracked-files=all", "--", relative],
         cwd=root,
-        capture_output=True,
-        text=True,
         check=False,
     )
     if not tracked.stdout.strip() or dirty.stdout.strip():
