@@ -296,8 +296,9 @@ def _run_spawn(
     try:
         if mode != "ensure":
             registry.update_spawn(spawn_id, state="spawning")
-        known = _sandbox_known(registry, settings)
-        previous_auth = _previous_url_auth(registry, settings, spawn_id)
+        spawns = registry.spawns()  # one read serves both questions
+        known = _sandbox_known(spawns, settings)
+        previous_auth = _previous_url_auth(spawns, settings, spawn_id)
         created = target.ensure(known)
         target.apply_url_auth(previous_auth, created)
         # From here on the records know the sandbox exists: later runs skip create.
@@ -661,23 +662,23 @@ def _running_spawns(registry: Registry, settings: Settings) -> list[Record]:
     ]
 
 
-def _sandbox_known(registry: Registry, settings: Settings) -> bool:
+def _sandbox_known(spawns: list[Record], settings: Settings) -> bool:
     """Whether a record shows the sandbox exists (so creating it can be skipped)."""
     return any(
         _same_sandbox(record, settings)
         and extras(record).get("sandbox_ready")
         and record.get("state") != "terminated"
-        for record in registry.spawns()
+        for record in spawns
     )
 
 
 def _previous_url_auth(
-    registry: Registry, settings: Settings, spawn_id: str
+    spawns: list[Record], settings: Settings, spawn_id: str
 ) -> str | None:
     """The URL access af-remote last set on this sandbox, if it still exists."""
     earlier = [
         record
-        for record in registry.spawns()
+        for record in spawns
         if record.get("spawn_id") != spawn_id
         and _same_sandbox(record, settings)
         and record.get("state") != "terminated"
@@ -728,7 +729,7 @@ def _dry_run(
     placeholder = spawn or {"spawn_id": "spw_DRYRUN", "session_id": None}
     with tempfile.TemporaryDirectory(prefix="af-remote-dry-run-") as scratch:
         files = prepare_files(Path(scratch), settings, request, placeholder, mode)
-        create = not _sandbox_known(registry, settings)
+        create = not _sandbox_known(registry.spawns(), settings)
         commands = target.plan(placeholder["spawn_id"], files, create)
         uploads = {name: path.stat().st_size for name, path in files.items()}
     if request.as_json:
